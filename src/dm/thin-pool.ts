@@ -1,0 +1,155 @@
+/**
+ * A thin-pool and its thin devices, in the pool's own vocabulary: messages
+ * (create_thin, create_snap, delete, set_transaction_id, metadata snapshots),
+ * and activation of thin devices. No store, no snapshot semantics.
+ */
+import { blockDeviceSize } from "./blockdev.ts";
+import { DeviceMapper, type DeviceInfo } from "./device-mapper.ts";
+import { DmError, Errno, isErrno } from "./errors.ts";
+import {
+  parseThinPoolParams,
+  SECTOR,
+  thinParams,
+  thinPoolParams,
+  type ThinPoolStatus,
+  type ThinPoolTable,
+  type ThinStatus,
+} from "./status.ts";
+
+export interface CreatePoolOptions {
+  metadataDev: string;
+  dataDev: string;
+  /** Data block size in sectors: 128 (64 KiB) … 2097152 (1 GiB), multiple of 128. */
+  blockSectors: number;
+  /** Free data blocks below which the kernel raises an event. */
+  lowWaterMark?: bigint;
+  /**
+   * Feature args. containerd's devmapper uses skip_block_zeroing: every thin
+   * device is a snapshot of a formatted base, so unwritten blocks are never read.
+   */
+  features?: string[];
+}
+
+export function poolTable(opts: CreatePoolOptions): ThinPoolTable {
+  if (opts.blockSectors < 128 || opts.blockSectors > 2097152 || opts.blockSectors % 128 !== 0) {
+    throw new RangeError(`block size ${opts.blockSectors} sectors: must be a multiple of 128 between 128 and 2097152`);
+  }
+  return {
+    metadataDev: opts.metadataDev,
+    dataDev: opts.dataDev,
+    blockSectors: opts.blockSectors,
+    lowWaterMark: opts.lowWaterMark ?? 32768n,
+    features: opts.features ?? ["skip_block_zeroing"],
+  };
+}
+
+/** Creates a thin-pool device over a metadata and a data block device. */
+export function createPool(dm: DeviceMapper, name: string, opts: CreatePoolOptions): void {
+  const sectors = blockDeviceSize(opts.dataDev) / SECTOR;
+  const table = poolTable(opts);
+  dm.create(name, [{ start: 0n, length: sectors, type: "thin-pool", params: thinPoolParams(table) }]);
+}
+
+export class ThinPool {
+  constructor(
+    readonly dm: DeviceMapper,
+    readonly name: string,
+  ) {}
+
+  get devicePath(): string {
+    return `/dev/mapper/${this.name}`;
+  }
+
+  /** Throws a DmError with a helpful message when the pool is missing or not a pool. */
+  table(): ThinPoolTable {
+    const t = this.dm.table(this.name)[0];
+    if (!t || t.type !== "thin-pool") {
+      throw new DmError("table", this.name, Errno.ENXIO, [], "not a thin-pool device");
+    }
+    return parseThinPoolParams(t.params);
+  }
+
+  status(): ThinPoolStatus {
+    return this.dm.thinPoolStatus(this.name);
+  }
+
+  exists(): boolean {
+    return this.dm.info(this.name) !== null;
+  }
+
+  createThin(id: number): void {
+    this.dm.message(this.name, `create_thin ${id}`);
+  }
+
+  /**
+   * Snapshots origin into id. The kernel requires an active origin to be
+   * suspended around create_snap so that no IO races the metadata copy; an
+   * origin that vanished meanwhile (ENXIO on suspend) is simply inactive.
+   */
+  createSnap(id: number, originId: number, activeOrigin: string | null): void {
+    let suspended = false;
+    if (activeOrigin) {
+      try {
+        this.dm.suspend(activeOrigin);
+        suspended = true;
+      } catch (e) {
+        if (!isErrno(e, Errno.ENXIO)) throw e;
+      }
+    }
+    try {
+      this.dm.message(this.name, `create_snap ${id} ${originId}`);
+    } finally {
+      if (suspended && activeOrigin) this.dm.resume(activeOrigin);
+    }
+  }
+
+  deleteThin(id: number): void {
+    this.dm.message(this.name, `delete ${id}`);
+  }
+
+  setTransactionId(current: bigint, next: bigint): void {
+    this.dm.message(this.name, `set_transaction_id ${current} ${next}`);
+  }
+
+  reserveMetadataSnap(): void {
+    this.dm.message(this.name, "reserve_metadata_snap");
+  }
+
+  releaseMetadataSnap(): void {
+    this.dm.message(this.name, "release_metadata_snap");
+  }
+
+  /** Activates thin device `id` as /dev/mapper/<name> with `sizeBytes`. */
+  activate(name: string, id: number, sizeBytes: bigint): void {
+    this.dm.create(name, [{ start: 0n, length: sizeBytes / SECTOR, type: "thin", params: thinParams(this.devicePath, id) }]);
+  }
+
+  /** Removes an active thin device; a device that is already gone is fine. */
+  deactivate(name: string, opts: { retry?: boolean; deferred?: boolean } = {}): void {
+    try {
+      this.dm.remove(name, opts);
+    } catch (e) {
+      if (isErrno(e, Errno.ENXIO) || isErrno(e, Errno.ENODEV)) return;
+      throw e;
+    }
+  }
+
+  /** Flushes outstanding IO of an active thin device (suspend with flush, resume). */
+  flush(name: string): void {
+    this.dm.suspend(name);
+    this.dm.resume(name);
+  }
+
+  info(name: string): DeviceInfo | null {
+    return this.dm.info(name);
+  }
+
+  thinStatus(name: string): ThinStatus {
+    return this.dm.thinStatus(name);
+  }
+
+  /** Data block size of the pool in bytes. */
+  blockSize(): bigint {
+    return BigInt(this.table().blockSectors) * SECTOR;
+  }
+}
