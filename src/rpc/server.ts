@@ -12,7 +12,7 @@ import * as path from "node:path";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { Snapshots } from "./gen/containerd/services/snapshots/v1/snapshots_pb.ts";
-import type { RpcLogger } from "./service.ts";
+import { errorText, type RpcLogger } from "./service.ts";
 
 export interface ServerOptions {
   socketPath: string;
@@ -75,7 +75,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       // The adapter throws synchronously for requests it cannot even
       // describe (an :authority that URL() rejects); an exception here
       // would be uncaught and kill the process.
-      log.debug("rejecting malformed request", { cause: err });
+      log.debug("rejecting malformed request", { cause: errorText(err) });
       sendTrailersOnly(res, Code.InvalidArgument, "malformed request");
     }
   });
@@ -88,11 +88,11 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   // A peer sending garbage frames costs it its session, never the process.
   // The http2 server forwards every session's "error" here; it is the
   // peer's fault, hence only a debug line.
-  server.on("sessionError", (err) => log.debug("http2 session error", { cause: err }));
+  server.on("sessionError", (err) => log.debug("http2 session error", { cause: errorText(err) }));
 
   await listen(server, socketPath);
   // Later server errors must not become uncaught exceptions.
-  server.on("error", (err) => log.error("rpc server error", { cause: err }));
+  server.on("error", (err) => log.error("rpc server error", { cause: errorText(err) }));
   // The socket exists with umask permissions until this chmod; the 0700
   // parent directory (when we create it) keeps that window closed.
   try {

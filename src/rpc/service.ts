@@ -21,10 +21,19 @@ import {
 import type { MountSchema } from "./gen/containerd/types/mount_pb.ts";
 import { toConnectError } from "./errors.ts";
 
+/** Flat, printable fields: src/log.ts's Logger satisfies this interface. */
+export type RpcLogFields = Record<string, string | number | bigint | boolean | null | undefined>;
+
 /** Structured logger; the daemon passes its own, tests pass nothing. */
 export interface RpcLogger {
-  debug(msg: string, fields?: Record<string, unknown>): void;
-  error(msg: string, fields?: Record<string, unknown>): void;
+  debug(msg: string, fields?: RpcLogFields): void;
+  error(msg: string, fields?: RpcLogFields): void;
+}
+
+/** An error's message (and its cause's), for a log field. */
+export function errorText(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  return err.cause === undefined ? err.message : `${err.message}: ${errorText(err.cause)}`;
 }
 
 const silent: RpcLogger = { debug() {}, error() {} };
@@ -85,7 +94,7 @@ export function createSnapshotsService(sn: Snapshotter, log: RpcLogger = silent)
   async function call<T>(
     op: string,
     key: string,
-    fields: Record<string, unknown>,
+    fields: RpcLogFields,
     ctx: HandlerContext,
     fn: () => Promise<T>,
   ): Promise<T> {
@@ -96,7 +105,7 @@ export function createSnapshotsService(sn: Snapshotter, log: RpcLogger = silent)
       const ce = toConnectError(err, `${op} ${JSON.stringify(key)}`);
       // Expected conditions (not found, exists...) are containerd's business;
       // only failures we could not classify deserve an error log line.
-      if (ce.code === Code.Internal) log.error(ce.rawMessage, { op, key, cause: err });
+      if (ce.code === Code.Internal) log.error(ce.rawMessage, { op, key, cause: errorText(err) });
       throw ce;
     }
   }
@@ -148,7 +157,7 @@ export function createSnapshotsService(sn: Snapshotter, log: RpcLogger = silent)
       const name = req.info?.name ?? "";
       const labels = req.info?.labels ?? {};
       const paths = req.updateMask?.paths ?? [];
-      return call("update", name, { paths }, ctx, async () => {
+      return call("update", name, { paths: paths.join(",") }, ctx, async () => {
         validateLabels(labels);
         return { info: infoToProto(await sn.update({ name, labels }, paths)) };
       });
@@ -181,7 +190,7 @@ async function* listInBatches(
   ctx: HandlerContext,
   log: RpcLogger,
 ): AsyncGenerator<{ info: ProtoInfo[] }> {
-  log.debug("list", { filters });
+  log.debug("list", { filters: JSON.stringify(filters) });
   const all: ProtoInfo[] = [];
   try {
     await untilAborted(
@@ -193,7 +202,7 @@ async function* listInBatches(
     );
   } catch (err) {
     const ce = toConnectError(err, `list ${JSON.stringify(filters)}`);
-    if (ce.code === Code.Internal) log.error(ce.rawMessage, { op: "list", cause: err });
+    if (ce.code === Code.Internal) log.error(ce.rawMessage, { op: "list", cause: errorText(err) });
     throw ce;
   }
   for (let i = 0; i < all.length; i += LIST_BATCH_SIZE) {
