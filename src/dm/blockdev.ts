@@ -3,10 +3,10 @@
  * file-backed pools. Used at pool set-up and by the background remover —
  * never a subprocess.
  */
-import { dlopen, FFIType, ptr as addressOf, read } from "bun:ffi";
+import { ptr as addressOf } from "bun:ffi";
+import { errno, libc, SyscallError } from "../sys/libc.ts";
 import { closeSync, existsSync, openSync, readFileSync, readdirSync, constants } from "node:fs";
 
-const { i32, u64, ptr } = FFIType;
 
 // linux/fs.h and linux/loop.h request numbers (x86_64/arm64 share them).
 const BLKGETSIZE64 = 0x80081272n;
@@ -19,40 +19,10 @@ const LOOP_INFO64_SIZE = 232;
 // struct loop_info64: 5×u64, lo_number, lo_encrypt_type, lo_encrypt_key_size, lo_flags, lo_file_name@56
 const LO_FILE_NAME_OFFSET = 56;
 
-let libc: ReturnType<typeof openLibc> | null = null;
-function openLibc() {
-  return dlopen("libc.so.6", {
-    // The third argument is an integer or an address: pass both as u64.
-    ioctl: { args: [i32, u64, u64], returns: i32 },
-    __errno_location: { args: [], returns: ptr },
-  }).symbols;
-}
-function c(): ReturnType<typeof openLibc> {
-  libc ??= openLibc();
-  return libc;
-}
-
-export class IoctlError extends Error {
-  constructor(
-    readonly op: string,
-    readonly path: string,
-    readonly errno: number,
-  ) {
-    super(`${op} on ${path} failed (errno ${errno})`);
-    this.name = "IoctlError";
-  }
-}
-
-function errno(): number {
-  const p = c().__errno_location();
-  return p ? read.i32(p, 0) : 0;
-}
-
-/** ioctl with a buffer (passed by address), an integer, or nothing. */
 function ioctl(fd: number, req: bigint, arg: NodeJS.TypedArray | number | null, op: string, path: string): number {
   const a = arg === null ? 0n : typeof arg === "number" ? BigInt(arg) : BigInt(addressOf(arg));
-  const rc = c().ioctl(fd, req, a);
-  if (rc < 0) throw new IoctlError(op, path, errno());
+  const rc = libc().ioctl(fd, req, a);
+  if (rc < 0) throw new SyscallError(op, path, errno());
   return rc;
 }
 
@@ -100,7 +70,7 @@ export function attachLoop(file: string): string {
       try {
         ioctl(fd, LOOP_SET_STATUS64, info, "LOOP_SET_STATUS64", dev);
       } catch (e) {
-        c().ioctl(fd, LOOP_CLR_FD, 0n);
+        libc().ioctl(fd, LOOP_CLR_FD, 0n);
         throw e;
       }
     });
@@ -113,10 +83,10 @@ export function attachLoop(file: string): string {
 /** Detaches a loop device (no-op if it has no backing file). */
 export function detachLoop(dev: string): void {
   withFd(dev, constants.O_RDONLY, (fd) => {
-    const rc = c().ioctl(fd, LOOP_CLR_FD, 0n);
+    const rc = libc().ioctl(fd, LOOP_CLR_FD, 0n);
     if (rc < 0) {
       const e = errno();
-      if (e !== 6) throw new IoctlError("LOOP_CLR_FD", dev, e); // ENXIO: already free
+      if (e !== 6) throw new SyscallError("LOOP_CLR_FD", dev, e); // ENXIO: already free
     }
   });
 }

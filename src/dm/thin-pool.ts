@@ -3,7 +3,8 @@
  * (create_thin, create_snap, delete, set_transaction_id, metadata snapshots),
  * and activation of thin devices. No store, no snapshot semantics.
  */
-import { blockDeviceSize } from "./blockdev.ts";
+import { fsyncSync, closeSync, openSync, constants } from "node:fs";
+import { blockDeviceSize, discardBlocks } from "./blockdev.ts";
 import { DeviceMapper, type DeviceInfo } from "./device-mapper.ts";
 import { DmError, Errno, isErrno } from "./errors.ts";
 import {
@@ -138,6 +139,33 @@ export class ThinPool {
   flush(name: string): void {
     this.dm.suspend(name);
     this.dm.resume(name);
+  }
+
+  /**
+   * Makes everything written to an active thin device durable: fsync on the
+   * block device writes back its page cache and sends a FLUSH, which dm-thin
+   * completes only after committing the pool's metadata (the block mappings).
+   */
+  fsyncDevice(name: string): void {
+    const fd = openSync(`/dev/mapper/${name}`, constants.O_RDONLY);
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  discardDevice(name: string): void {
+    discardBlocks(`/dev/mapper/${name}`);
+  }
+
+  isActive(name: string): boolean {
+    return this.dm.info(name) !== null;
+  }
+
+  /** Bytes mapped by a thin device (shared blocks included). */
+  mappedBytes(name: string): bigint {
+    return this.dm.thinStatus(name).mappedSectors * SECTOR;
   }
 
   info(name: string): DeviceInfo | null {

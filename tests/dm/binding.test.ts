@@ -139,7 +139,7 @@ describe.skipIf(!env.available)("libdevmapper binding on a real thin-pool", () =
       throw new Error("expected failure");
     } catch (e) {
       expect(e).toBeInstanceOf(DmError);
-      expect([Errno.EBUSY, Errno.EEXIST]).toContain((e as DmError).errno);
+      expect([Errno.EBUSY, Errno.EEXIST] as number[]).toContain((e as DmError).errno);
     }
     expect(dm.info("tsbind-2")?.liveTable).toBe(true); // the existing one is untouched
     // a pool that does not exist

@@ -1,0 +1,152 @@
+/**
+ * Start-up reconciliation: makes the pool agree with the store after a crash.
+ *
+ * Every kernel change is preceded by an intent row, so:
+ *  - 'creating' devices are rolled back (their Prepare never returned):
+ *    deactivate, delete the thin id (ENODATA = it never landed), drop rows;
+ *  - 'deleting' devices are finished (their Remove already returned);
+ *  - active/view snapshots get their /dev/mapper device back, committed and
+ *    base devices are taken out of it;
+ *  - dm devices named like ours that no row knows are removed (they can only
+ *    be left-overs of a rolled-back create).
+ * Finally the pool's transaction id is bound to the store (see bindTransactionId).
+ */
+import { Errno, isErrno } from "../dm/errors.ts";
+import type { Logger } from "../log.ts";
+import type { Store } from "../store/store.ts";
+import type { PoolApi } from "./pool-api.ts";
+
+export interface ReconcileReport {
+  rolledBack: number;
+  deleted: number;
+  reactivated: number;
+  deactivated: number;
+  strayMappings: number;
+  busy: number;
+}
+
+export function reconcile(
+  store: Store,
+  pool: PoolApi,
+  poolName: string,
+  log: Logger,
+  listDmDevices?: () => string[],
+): ReconcileReport {
+  const report: ReconcileReport = { rolledBack: 0, deleted: 0, reactivated: 0, deactivated: 0, strayMappings: 0, busy: 0 };
+  bindTransactionId(store, pool, log);
+
+  const deleteThin = (id: number): void => {
+    try {
+      pool.deleteThin(id);
+    } catch (e) {
+      if (!isErrno(e, Errno.ENODATA)) throw e;
+    }
+  };
+
+  for (const dev of store.devicesInState("creating")) {
+    pool.deactivate(dev.dmName, { retry: true });
+    deleteThin(dev.thinId);
+    store.tx(() => {
+      const s = store.snapshotByThinId(dev.thinId);
+      if (s) store.deleteSnapshot(s.id);
+      store.deleteDevice(dev.thinId);
+    });
+    report.rolledBack++;
+    log.warn("reconcile: rolled back an interrupted create", { device: dev.dmName, thin_id: dev.thinId });
+  }
+
+  for (const dev of store.devicesInState("deleting")) {
+    try {
+      if (pool.isActive(dev.dmName)) pool.deactivate(dev.dmName, { retry: true });
+      deleteThin(dev.thinId);
+      store.tx(() => store.deleteDevice(dev.thinId));
+      report.deleted++;
+      log.info("reconcile: finished an interrupted delete", { device: dev.dmName, thin_id: dev.thinId });
+    } catch (e) {
+      if (!isErrno(e, Errno.EBUSY)) throw e;
+      report.busy++;
+      log.warn("reconcile: device to delete is busy; left for the remover", { device: dev.dmName });
+    }
+  }
+
+  for (const dev of store.allDevices()) {
+    if (dev.state !== "ready") continue;
+    const snap = dev.role === "snapshot" ? store.snapshotByThinId(dev.thinId) : null;
+    const shouldBeActive = snap !== null && snap.kind !== "committed";
+    const isActive = pool.isActive(dev.dmName);
+    if (shouldBeActive && !isActive) {
+      pool.activate(dev.dmName, dev.thinId, dev.sizeBytes);
+      report.reactivated++;
+      log.info("reconcile: reactivated device", { device: dev.dmName, snapshot: snap?.name });
+    } else if (!shouldBeActive && isActive) {
+      try {
+        pool.deactivate(dev.dmName, { retry: true });
+        report.deactivated++;
+      } catch (e) {
+        if (!isErrno(e, Errno.EBUSY)) throw e;
+        pool.deactivate(dev.dmName, { deferred: true });
+        report.busy++;
+      }
+    }
+    if (dev.active !== shouldBeActive) store.tx(() => store.setDeviceActive(dev.thinId, shouldBeActive));
+    if (dev.role === "snapshot" && !snap) {
+      // A ready snapshot device without its snapshot row: a Remove whose
+      // transaction never ran cannot produce this, so treat it as garbage.
+      store.tx(() => store.markDeviceDeleting(dev.thinId, false));
+    }
+  }
+
+  if (listDmDevices) {
+    const known = new Set(store.allDevices().map((d) => d.dmName));
+    const ours = new RegExp(`^${escapeRegExp(poolName)}-(snap|base)-\\d+$`);
+    for (const name of listDmDevices()) {
+      if (!ours.test(name) || known.has(name)) continue;
+      try {
+        pool.deactivate(name, { retry: true });
+        report.strayMappings++;
+        log.warn("reconcile: removed a device mapping no snapshot owns", { device: name });
+      } catch (e) {
+        log.warn("reconcile: could not remove stray mapping", { device: name, error: String(e) });
+      }
+    }
+  }
+
+  const changed = Object.values(report).some((n) => n > 0);
+  if (changed) log.info("reconcile: done", { ...report });
+  return report;
+}
+
+/**
+ * The pool's transaction id is thinsnap's generation counter: bumped at every
+ * start and recorded in the store. A mismatch means the pool was changed by
+ * someone else (or the store is not this pool's), which is worth a loud
+ * warning; a used pool with a fresh store is refused outright, because its
+ * thin ids are unknown to us and could be overwritten.
+ */
+export function bindTransactionId(store: Store, pool: PoolApi, log: Logger): bigint {
+  const st = pool.status();
+  const recorded = store.getMeta("pool_transaction_id");
+  if (recorded === null && st.transactionId !== 0n) {
+    throw new Error(
+      `pool ${pool.name} has transaction id ${st.transactionId} but this store has never used it: ` +
+        `it belongs to another thinsnap store (another root_path) or another tool; use a fresh pool`,
+    );
+  }
+  // The store records the next id before the message is sent, so a crash in
+  // between leaves the pool one behind: that is not a foreign change.
+  if (recorded !== null && BigInt(recorded) !== st.transactionId && BigInt(recorded) - 1n !== st.transactionId) {
+    log.warn("pool transaction id differs from the store's: the pool was changed outside thinsnap", {
+      pool: pool.name,
+      pool_txn: st.transactionId,
+      store_txn: recorded,
+    });
+  }
+  const next = st.transactionId + 1n;
+  store.tx(() => store.setMeta("pool_transaction_id", String(next)));
+  pool.setTransactionId(st.transactionId, next);
+  return next;
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}

@@ -1,0 +1,127 @@
+/**
+ * Finishes device deletions in the background (async_remove) and on demand:
+ * deactivate → discard (if asked) → delete the thin id → drop the row. A busy
+ * device is retried with exponential backoff; nothing is forgotten because
+ * the 'deleting' rows are the queue.
+ */
+import { Errno, isErrno } from "../dm/errors.ts";
+import type { Logger } from "../log.ts";
+import type { DeviceRow, Store } from "../store/store.ts";
+import type { PoolApi } from "./pool-api.ts";
+
+const MIN_BACKOFF_MS = 100;
+const MAX_BACKOFF_MS = 30_000;
+
+export class Remover {
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private stopped = false;
+  private readonly backoff = new Map<number, { delay: number; notBefore: number }>();
+  private waiters: (() => void)[] = [];
+
+  constructor(
+    private readonly store: Store,
+    private readonly pool: PoolApi,
+    private readonly log: Logger,
+  ) {}
+
+  /**
+   * Deletes one device now. Returns false when it is still busy (left for a
+   * retry); throws other errors.
+   */
+  finish(dev: DeviceRow): boolean {
+    const pool = this.pool;
+    if (pool.isActive(dev.dmName)) {
+      if (dev.discard) {
+        try {
+          pool.discardDevice(dev.dmName);
+        } catch (e) {
+          this.log.warn("discard failed; deleting anyway", { device: dev.dmName, error: String(e) });
+        }
+      }
+      try {
+        pool.deactivate(dev.dmName, { retry: true });
+      } catch (e) {
+        if (isErrno(e, Errno.EBUSY)) return false;
+        throw e;
+      }
+    }
+    try {
+      pool.deleteThin(dev.thinId);
+    } catch (e) {
+      // ENODATA: the pool never had it, or an earlier attempt deleted it.
+      if (!isErrno(e, Errno.ENODATA)) throw e;
+    }
+    this.store.tx(() => this.store.deleteDevice(dev.thinId));
+    this.backoff.delete(dev.thinId);
+    return true;
+  }
+
+  /** Schedules a pass soon. */
+  kick(delayMs = 0): void {
+    if (this.stopped || this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.pass();
+    }, delayMs);
+  }
+
+  /** One pass over every pending deletion; reschedules itself while work remains. */
+  pass(): void {
+    const now = Date.now();
+    let nextWake = Infinity;
+    for (const dev of this.store.devicesInState("deleting")) {
+      const b = this.backoff.get(dev.thinId);
+      if (b && b.notBefore > now) {
+        nextWake = Math.min(nextWake, b.notBefore - now);
+        continue;
+      }
+      let done = false;
+      try {
+        done = this.finish(dev);
+      } catch (e) {
+        this.log.warn("device delete failed; will retry", { device: dev.dmName, thin_id: dev.thinId, error: String(e) });
+      }
+      if (!done) {
+        const delay = Math.min(MAX_BACKOFF_MS, (b?.delay ?? MIN_BACKOFF_MS / 2) * 2);
+        this.backoff.set(dev.thinId, { delay, notBefore: now + delay });
+        nextWake = Math.min(nextWake, delay);
+      } else {
+        this.log.debug("device deleted", { device: dev.dmName, thin_id: dev.thinId });
+      }
+    }
+    if (this.pending() === 0) {
+      const w = this.waiters;
+      this.waiters = [];
+      for (const f of w) f();
+    } else if (Number.isFinite(nextWake)) {
+      this.kick(nextWake);
+    }
+  }
+
+  pending(): number {
+    return this.store.devicesInState("deleting").length;
+  }
+
+  /**
+   * Waits until every pending deletion is done (Cleanup), or the budget runs
+   * out: busy devices then stay queued.
+   */
+  async drain(budgetMs = 10_000): Promise<number> {
+    this.backoff.clear();
+    this.pass();
+    if (this.pending() === 0) return 0;
+    await Promise.race([
+      new Promise<void>((r) => this.waiters.push(r)),
+      new Promise<void>((r) => setTimeout(r, budgetMs)),
+    ]);
+    return this.pending();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    for (const f of this.waiters) f();
+    this.waiters = [];
+  }
+}

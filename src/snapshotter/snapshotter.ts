@@ -1,0 +1,469 @@
+/**
+ * containerd's snapshot semantics on a thin-pool.
+ *
+ * Every snapshot is a thin device snapshotted (create_snap) from its parent's
+ * device, or from a pre-formatted base device when it has no parent — so no
+ * mkfs ever runs on a request. Each step is recorded in the store before the
+ * kernel is asked (device state 'creating' / 'deleting'), so start-up can undo
+ * or finish whatever a crash interrupted (see reconcile.ts).
+ *
+ * Device-mapper calls are synchronous ioctls: a request's kernel steps run
+ * back to back on the JS thread and cannot interleave with another request's,
+ * so there is no lock, and nothing is held across an await.
+ */
+import { Errno, isErrno } from "../dm/errors.ts";
+import {
+  alreadyExists,
+  failedPrecondition,
+  invalidArgument,
+  notFound,
+  resourceExhausted,
+  SnapshotterError,
+  unavailable,
+} from "../errors.ts";
+import { silentLogger, type Logger } from "../log.ts";
+import type { DeviceRow, SnapshotRow, Store } from "../store/store.ts";
+import { matches, parseFilters, toSql } from "./filters.ts";
+import { applyLabelUpdate, FSTYPE_LABEL, validateLabels, withoutEmpty } from "./labels.ts";
+import type { Formatter, PoolApi, PoolStatus } from "./pool-api.ts";
+import { reconcile, type ReconcileReport } from "./reconcile.ts";
+import { Remover } from "./remover.ts";
+import type { Info, Kind, Labels, Mount, SnapshotOpts, Snapshotter, Usage } from "./types.ts";
+
+export interface SnapshotterOptions {
+  poolName: string;
+  baseImageSize: bigint;
+  fsType: string;
+  fsOptions: string;
+  asyncRemove: boolean;
+  discardBlocks: boolean;
+  /** Refuse new devices when free data space would drop below this many bytes. */
+  minFreeSpace: bigint;
+  /** …or below this percentage of the pool (null: not used). */
+  minFreeSpacePercent: number | null;
+}
+
+export interface SnapshotterDeps {
+  store: Store;
+  pool: PoolApi;
+  format: Formatter;
+  log?: Logger;
+  now?: () => number;
+  /** Names of all device-mapper devices, so start-up can remove stray mappings of ours. */
+  listDevices?: () => string[];
+}
+
+/** Metadata blocks (4 KiB) we never let the pool go below: a full metadata device turns the pool read-only. */
+const MIN_FREE_METADATA_BLOCKS = 64n;
+
+export class ThinSnapshotter implements Snapshotter {
+  readonly remover: Remover;
+  private readonly store: Store;
+  private readonly pool: PoolApi;
+  private readonly log: Logger;
+  private readonly now: () => number;
+  private base: DeviceRow | null = null;
+  private closed = false;
+
+  private constructor(
+    readonly opts: SnapshotterOptions,
+    private readonly deps: SnapshotterDeps,
+  ) {
+    this.store = deps.store;
+    this.pool = deps.pool;
+    this.log = deps.log ?? silentLogger;
+    this.now = deps.now ?? Date.now;
+    this.remover = new Remover(this.store, this.pool, this.log);
+  }
+
+  /** Reconciles store and pool, makes sure the base device exists, starts the remover. */
+  static async open(opts: SnapshotterOptions, deps: SnapshotterDeps): Promise<ThinSnapshotter> {
+    const sn = new ThinSnapshotter(opts, deps);
+    sn.lastReconcile = reconcile(sn.store, sn.pool, opts.poolName, sn.log, deps.listDevices);
+    await sn.ensureBase();
+    sn.remover.kick();
+    return sn;
+  }
+
+  lastReconcile: ReconcileReport | null = null;
+
+  // ------------------------------------------------------------------ reads
+
+  async stat(key: string): Promise<Info> {
+    const row = this.mustGet(key);
+    return this.info(row, this.store.labels(row.id));
+  }
+
+  async mounts(key: string): Promise<Mount[]> {
+    const row = this.mustGet(key);
+    if (row.kind === "committed") {
+      throw failedPrecondition(`snapshot "${key}" is committed: only active and view snapshots have mounts`);
+    }
+    return this.mountsOf(row);
+  }
+
+  async usage(key: string): Promise<Usage> {
+    const row = this.mustGet(key);
+    const parentMapped = row.parentId === null ? 0n : (this.store.getSnapshotById(row.parentId)?.mappedBytes ?? 0n);
+    let mapped: bigint;
+    if (row.kind === "committed") {
+      mapped = row.mappedBytes ?? 0n;
+    } else {
+      const dev = this.store.getDevice(row.thinId);
+      mapped = dev ? this.kernel(`usage of "${key}"`, () => this.pool.mappedBytes(dev.dmName)) : 0n;
+    }
+    const size = mapped - parentMapped;
+    return { size: size > 0n ? size : 0n, inodes: 0n };
+  }
+
+  async walk(fn: (info: Info) => void | Promise<void>, filters: string[]): Promise<void> {
+    const f = parseFilters(filters);
+    const { where, params, exact } = toSql(f);
+    for (const { row, labels } of this.store.select(where, params)) {
+      const info = this.info(row, labels);
+      if (!exact && !matches(f, info)) continue;
+      await fn(info);
+    }
+  }
+
+  // ----------------------------------------------------------------- writes
+
+  async prepare(key: string, parent: string, opts: SnapshotOpts = {}): Promise<Mount[]> {
+    return this.create("active", key, parent, opts.labels ?? {});
+  }
+
+  async view(key: string, parent: string, opts: SnapshotOpts = {}): Promise<Mount[]> {
+    return this.create("view", key, parent, opts.labels ?? {});
+  }
+
+  async update(info: Pick<Info, "name" | "labels">, fieldpaths: string[]): Promise<Info> {
+    this.assertOpen();
+    validateLabels(info.labels);
+    return this.store.tx(() => {
+      const row = this.mustGet(info.name);
+      const labels = applyLabelUpdate(this.store.labels(row.id), info.labels, fieldpaths, info.name);
+      const now = this.now();
+      this.store.replaceLabels(row.id, labels);
+      this.store.touch(row.id, now);
+      return this.info({ ...row, updatedMs: now }, labels);
+    });
+  }
+
+  async commit(name: string, key: string, opts: SnapshotOpts = {}): Promise<void> {
+    this.assertOpen();
+    const labels = withoutEmpty(opts.labels ?? {});
+    validateLabels(labels);
+    // containerd checks the new name first, then the key, then its kind.
+    if (this.store.getSnapshot(name)) throw alreadyExists(`snapshot "${name}" already exists`);
+    const row = this.mustGet(key);
+    if (row.kind !== "active") throw failedPrecondition(`snapshot "${key}" is ${row.kind}, not active: cannot commit it`);
+    const dev = this.mustDevice(row);
+
+    // Make the writes durable (pool metadata committed), then measure.
+    const mapped = this.kernel(`commit "${key}"`, () => {
+      if (!this.pool.isActive(dev.dmName)) return this.reactivate(dev);
+      this.pool.fsyncDevice(dev.dmName);
+      return this.pool.mappedBytes(dev.dmName);
+    });
+    const now = this.now();
+    this.store.tx(() => {
+      this.store.commitSnapshot(row.id, name, { ...labels, [FSTYPE_LABEL]: dev.fsType }, now, mapped);
+      this.store.setDeviceActive(dev.thinId, false);
+    });
+    // A committed snapshot is never mounted: take it out of /dev/mapper. If
+    // something still holds it, the kernel removes it at its last close.
+    try {
+      this.pool.deactivate(dev.dmName, { retry: true });
+    } catch (e) {
+      if (!isErrno(e, Errno.EBUSY)) throw this.mapError(e, `commit "${key}": deactivate`);
+      this.log.warn("committed device still open; deferred its removal", { device: dev.dmName });
+      this.pool.deactivate(dev.dmName, { deferred: true });
+    }
+  }
+
+  async remove(key: string): Promise<void> {
+    this.assertOpen();
+    const row = this.mustGet(key);
+    if (this.store.hasChildren(row.id)) {
+      throw failedPrecondition(`cannot remove snapshot "${key}": it has children`);
+    }
+    const dev = this.mustDevice(row);
+    if (!this.opts.asyncRemove) {
+      // Refuse while mounted, before changing anything.
+      const info = this.kernel(`remove "${key}"`, () => this.pool.info(dev.dmName));
+      if (info && info.openCount > 0) {
+        throw failedPrecondition(`cannot remove snapshot "${key}": its device ${dev.dmName} is in use (mounted?)`);
+      }
+    }
+    this.store.tx(() => {
+      this.store.deleteSnapshot(row.id);
+      this.store.markDeviceDeleting(dev.thinId, this.opts.discardBlocks);
+    });
+    if (this.opts.asyncRemove) {
+      this.remover.kick();
+      return;
+    }
+    try {
+      if (!this.remover.finish({ ...dev, state: "deleting", discard: this.opts.discardBlocks })) this.remover.kick(100);
+    } catch (e) {
+      // The snapshot is gone from the store; the device stays queued.
+      this.log.warn("device delete failed; queued for retry", { device: dev.dmName, error: String(e) });
+      this.remover.kick(100);
+    }
+  }
+
+  async cleanup(): Promise<void> {
+    this.assertOpen();
+    const left = await this.remover.drain();
+    if (left > 0) this.log.warn("cleanup: devices still busy, left queued", { pending: left });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.remover.stop();
+    this.store.close();
+  }
+
+  /** Pool usage, for `pool status` and error messages. */
+  poolStatus(): PoolStatus {
+    return this.pool.status();
+  }
+
+  // ---------------------------------------------------------------- helpers
+
+  private async create(kind: Exclude<Kind, "committed">, key: string, parent: string, rawLabels: Labels): Promise<Mount[]> {
+    this.assertOpen();
+    validateLabels(rawLabels);
+    if (this.store.getSnapshot(key)) throw alreadyExists(`snapshot "${key}" already exists`);
+    let parentRow: SnapshotRow | null = null;
+    let origin: DeviceRow;
+    if (parent !== "") {
+      parentRow = this.store.getSnapshot(parent);
+      if (!parentRow) throw notFound(`parent snapshot "${parent}" does not exist`);
+      if (parentRow.kind !== "committed") {
+        throw invalidArgument(`parent snapshot "${parent}" is ${parentRow.kind}, not committed`);
+      }
+      origin = this.mustDevice(parentRow);
+    } else {
+      if (!this.base) throw unavailable("the base device is not ready");
+      origin = this.base;
+    }
+    this.checkSpace(`${kind === "view" ? "view" : "prepare"} "${key}"`);
+
+    const now = this.now();
+    const fsType = origin.fsType;
+    const labels = { ...withoutEmpty(rawLabels), [FSTYPE_LABEL]: fsType };
+    const dev = this.store.tx(() => {
+      const thinId = this.store.allocateThinId();
+      const d: DeviceRow = {
+        thinId,
+        dmName: `${this.opts.poolName}-snap-${thinId}`,
+        role: "snapshot",
+        state: "creating",
+        originId: origin.thinId,
+        sizeBytes: origin.sizeBytes,
+        fsType,
+        active: true,
+        discard: false,
+      };
+      this.store.insertDevice(d);
+      this.store.insertSnapshot(
+        { name: key, parentId: parentRow?.id ?? null, kind, createdMs: now, updatedMs: now, thinId, mappedBytes: null },
+        labels,
+      );
+      return d;
+    });
+    try {
+      this.pool.createSnap(dev.thinId, origin.thinId, origin.active ? origin.dmName : null);
+      this.pool.activate(dev.dmName, dev.thinId, dev.sizeBytes);
+      this.store.tx(() => this.store.setDeviceState(dev.thinId, "ready"));
+    } catch (e) {
+      this.rollbackCreate(dev);
+      throw this.mapError(e, `${kind === "view" ? "view" : "prepare"} "${key}"`);
+    }
+    return this.mountsOf({ kind, thinId: dev.thinId }, dev);
+  }
+
+  /** Undoes a half-made device: deactivate, delete the thin id, drop rows. */
+  private rollbackCreate(dev: DeviceRow): void {
+    try {
+      this.pool.deactivate(dev.dmName, { retry: true });
+      try {
+        this.pool.deleteThin(dev.thinId);
+      } catch (e) {
+        if (!isErrno(e, Errno.ENODATA)) throw e;
+      }
+      this.store.tx(() => {
+        const s = this.store.snapshotByThinId(dev.thinId);
+        if (s) this.store.deleteSnapshot(s.id);
+        this.store.deleteDevice(dev.thinId);
+      });
+    } catch (e) {
+      // Leave the intent row: start-up reconciliation finishes the roll-back.
+      this.log.error("roll-back of a failed create failed; left for reconciliation", {
+        device: dev.dmName,
+        error: String(e),
+      });
+      this.store.tx(() => {
+        const s = this.store.snapshotByThinId(dev.thinId);
+        if (s) this.store.deleteSnapshot(s.id);
+        this.store.markDeviceDeleting(dev.thinId, false);
+      });
+    }
+  }
+
+  /** Refuses new devices on a pool that is full, read-only or below the configured reserve. */
+  private checkSpace(op: string): void {
+    const st = this.kernel(op, () => this.pool.status());
+    const bs = this.pool.blockSize();
+    const freeData = (st.totalDataBlocks - st.usedDataBlocks) * bs;
+    const freeMeta = st.totalMetadataBlocks - st.usedMetadataBlocks;
+    const numbers = this.spaceNumbers(st, bs);
+    if (st.mode !== "rw") throw resourceExhausted(`${op}: pool ${this.pool.name} is ${st.mode} (${numbers})`);
+    let reserve = this.opts.minFreeSpace;
+    if (this.opts.minFreeSpacePercent !== null) {
+      const pct = (st.totalDataBlocks * bs * BigInt(Math.round(this.opts.minFreeSpacePercent * 100))) / 10000n;
+      if (pct > reserve) reserve = pct;
+    }
+    if (freeData <= reserve || freeData === 0n) {
+      throw resourceExhausted(`${op}: pool ${this.pool.name} has too little free data space (${numbers}; reserve ${reserve} bytes)`);
+    }
+    if (freeMeta < MIN_FREE_METADATA_BLOCKS) {
+      throw resourceExhausted(`${op}: pool ${this.pool.name} metadata is nearly full (${numbers})`);
+    }
+  }
+
+  private spaceNumbers(st: PoolStatus, bs: bigint): string {
+    return (
+      `data ${st.usedDataBlocks}/${st.totalDataBlocks} blocks of ${bs} bytes used, ` +
+      `metadata ${st.usedMetadataBlocks}/${st.totalMetadataBlocks} blocks used`
+    );
+  }
+
+  /** Maps kernel failures to the codes containerd understands. */
+  private mapError(e: unknown, op: string): Error {
+    if (e instanceof SnapshotterError) return e;
+    if (isErrno(e, Errno.ENOSPC)) {
+      let numbers = "";
+      try {
+        numbers = `: ${this.spaceNumbers(this.pool.status(), this.pool.blockSize())}`;
+      } catch {
+        // the pool may be unreadable; the errno says enough
+      }
+      return resourceExhausted(`${op}: pool ${this.pool.name} is out of space${numbers}`);
+    }
+    if (isErrno(e, Errno.ENXIO) || isErrno(e, Errno.ENODEV)) {
+      return unavailable(`${op}: pool ${this.pool.name} is not available: ${(e as Error).message}`);
+    }
+    return new SnapshotterError("internal", `${op}: ${(e as Error).message ?? String(e)}`, { cause: e });
+  }
+
+  private kernel<T>(op: string, fn: () => T): T {
+    try {
+      return fn();
+    } catch (e) {
+      throw this.mapError(e, op);
+    }
+  }
+
+  /** Re-creates the dm mapping of an active/view device that went missing; returns mapped bytes. */
+  private reactivate(dev: DeviceRow): bigint {
+    this.log.warn("device was not active; reactivating", { device: dev.dmName });
+    this.pool.activate(dev.dmName, dev.thinId, dev.sizeBytes);
+    this.pool.fsyncDevice(dev.dmName);
+    return this.pool.mappedBytes(dev.dmName);
+  }
+
+  private async ensureBase(): Promise<void> {
+    const want = JSON.stringify({
+      size: this.opts.baseImageSize.toString(),
+      fsType: this.opts.fsType,
+      fsOptions: this.opts.fsOptions,
+    });
+    const have = this.store.baseDevice();
+    if (have && have.state === "ready" && this.store.getMeta("base_config") === want) {
+      this.base = have;
+      return;
+    }
+    const t0 = performance.now();
+    this.checkSpace("create base device");
+    const dev = this.store.tx(() => {
+      const thinId = this.store.allocateThinId();
+      const d: DeviceRow = {
+        thinId,
+        dmName: `${this.opts.poolName}-base-${thinId}`,
+        role: "base",
+        state: "creating",
+        originId: null,
+        sizeBytes: this.opts.baseImageSize,
+        fsType: this.opts.fsType,
+        active: true,
+        discard: false,
+      };
+      this.store.insertDevice(d);
+      return d;
+    });
+    try {
+      this.pool.createThin(dev.thinId);
+      this.pool.activate(dev.dmName, dev.thinId, dev.sizeBytes);
+      await this.deps.format(`/dev/mapper/${dev.dmName}`, dev.fsType, this.opts.fsOptions);
+      this.pool.fsyncDevice(dev.dmName);
+      this.pool.deactivate(dev.dmName, { retry: true });
+    } catch (e) {
+      this.rollbackCreate(dev);
+      throw this.mapError(e, "create base device");
+    }
+    this.store.tx(() => {
+      if (have) this.store.markDeviceDeleting(have.thinId, false);
+      this.store.setDeviceState(dev.thinId, "ready");
+      this.store.setDeviceActive(dev.thinId, false);
+      this.store.setMeta("base_config", want);
+    });
+    this.base = { ...dev, state: "ready", active: false };
+    this.log.info("base device ready", {
+      device: dev.dmName,
+      thin_id: dev.thinId,
+      fs_type: dev.fsType,
+      size: dev.sizeBytes,
+      ms: Math.round(performance.now() - t0),
+    });
+  }
+
+  private mustGet(key: string): SnapshotRow {
+    const row = this.store.getSnapshot(key);
+    if (!row) throw notFound(`snapshot "${key}" does not exist`);
+    return row;
+  }
+
+  private mustDevice(row: SnapshotRow): DeviceRow {
+    const dev = this.store.getDevice(row.thinId);
+    if (!dev) throw new SnapshotterError("internal", `snapshot "${row.name}" has no device record (thin id ${row.thinId})`);
+    return dev;
+  }
+
+  private mountsOf(row: Pick<SnapshotRow, "kind" | "thinId">, dev?: DeviceRow): Mount[] {
+    const d = dev ?? this.store.getDevice(row.thinId);
+    if (!d) throw new SnapshotterError("internal", `no device record for thin id ${row.thinId}`);
+    // Same shape and option order as containerd's devmapper snapshotter.
+    const options: string[] = [];
+    if (d.fsType === "xfs") options.push("nouuid");
+    if (row.kind !== "active") options.push("ro");
+    return [{ type: d.fsType, source: `/dev/mapper/${d.dmName}`, options }];
+  }
+
+  private info(row: SnapshotRow, labels: Labels): Info {
+    return {
+      kind: row.kind,
+      name: row.name,
+      parent: row.parentName,
+      labels,
+      created: new Date(row.createdMs),
+      updated: new Date(row.updatedMs),
+    };
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw unavailable("snapshotter is closed");
+  }
+}

@@ -1,0 +1,330 @@
+/**
+ * SQLite store (bun:sqlite, WAL): one database for snapshots and devices.
+ * Every operation step is one short IMMEDIATE transaction; statements are
+ * prepared once (db.query caches them).
+ */
+import { Database } from "bun:sqlite";
+import { chmodSync, existsSync, mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import type { Kind, Labels } from "../snapshotter/types.ts";
+import { SCHEMA, SCHEMA_VERSION } from "./schema.ts";
+
+export type DeviceState = "creating" | "ready" | "deleting";
+export type DeviceRole = "base" | "snapshot";
+
+export interface DeviceRow {
+  thinId: number;
+  dmName: string;
+  role: DeviceRole;
+  state: DeviceState;
+  originId: number | null;
+  sizeBytes: bigint;
+  fsType: string;
+  active: boolean;
+  discard: boolean;
+}
+
+export interface SnapshotRow {
+  id: number;
+  name: string;
+  parentId: number | null;
+  parentName: string;
+  kind: Kind;
+  createdMs: number;
+  updatedMs: number;
+  thinId: number;
+  mappedBytes: bigint | null;
+}
+
+interface RawDevice {
+  thin_id: number;
+  dm_name: string;
+  role: DeviceRole;
+  state: DeviceState;
+  origin_id: number | null;
+  size_bytes: number | bigint;
+  fs_type: string;
+  active: number;
+  discard: number;
+}
+
+interface RawSnapshot {
+  id: number;
+  name: string;
+  parent_id: number | null;
+  parent_name: string;
+  kind: Kind;
+  created_ms: number;
+  updated_ms: number;
+  thin_id: number;
+  mapped_bytes: number | bigint | null;
+}
+
+const SNAPSHOT_COLUMNS = `s.id, s.name, s.parent_id, COALESCE(p.name, '') AS parent_name, s.kind,
+  s.created_ms, s.updated_ms, s.thin_id, s.mapped_bytes`;
+const SNAPSHOT_FROM = `snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id`;
+
+function toDevice(r: RawDevice): DeviceRow {
+  return {
+    thinId: r.thin_id,
+    dmName: r.dm_name,
+    role: r.role,
+    state: r.state,
+    originId: r.origin_id,
+    sizeBytes: BigInt(r.size_bytes),
+    fsType: r.fs_type,
+    active: r.active !== 0,
+    discard: r.discard !== 0,
+  };
+}
+
+function toSnapshot(r: RawSnapshot): SnapshotRow {
+  return {
+    id: r.id,
+    name: r.name,
+    parentId: r.parent_id,
+    parentName: r.parent_name,
+    kind: r.kind,
+    createdMs: r.created_ms,
+    updatedMs: r.updated_ms,
+    thinId: r.thin_id,
+    mappedBytes: r.mapped_bytes === null ? null : BigInt(r.mapped_bytes),
+  };
+}
+
+/** Thin device ids are 24-bit (dm-thin MAX_DEV_ID). */
+export const MAX_THIN_ID = 0xffffff;
+
+export class Store {
+  readonly db: Database;
+
+  private constructor(db: Database) {
+    this.db = db;
+  }
+
+  /** Opens (creating if needed) the database; directory 0700, file 0600. */
+  static open(path: string): Store {
+    if (path !== ":memory:") {
+      const dir = dirname(path);
+      if (!existsSync(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 });
+    }
+    const db = new Database(path, { create: true, strict: true });
+    if (path !== ":memory:") chmodSync(path, 0o600);
+    return Store.wrap(db, path);
+  }
+
+  /** A store over an already open database (tests restore crash images this way). */
+  static wrap(db: Database, path = ":memory:"): Store {
+    db.exec("PRAGMA journal_mode = WAL");
+    // FULL: an intent row must be on disk before the kernel step it describes,
+    // or a power loss could leave a pool change the store never heard of.
+    db.exec("PRAGMA synchronous = FULL");
+    db.exec("PRAGMA foreign_keys = ON");
+    db.exec("PRAGMA busy_timeout = 5000");
+    db.exec(SCHEMA);
+    const store = new Store(db);
+    const v = store.getMeta("schema_version");
+    if (v === null) store.setMeta("schema_version", String(SCHEMA_VERSION));
+    else if (Number(v) !== SCHEMA_VERSION) {
+      throw new Error(`database ${path} has schema version ${v}, this thinsnap knows ${SCHEMA_VERSION}`);
+    }
+    return store;
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  /** Runs fn in one IMMEDIATE transaction (rolled back if fn throws). */
+  tx<T>(fn: () => T): T {
+    return this.db.transaction(fn).immediate();
+  }
+
+  getMeta(key: string): string | null {
+    const r = this.db.query<{ value: string }, [string]>("SELECT value FROM meta WHERE key = ?").get(key);
+    return r ? r.value : null;
+  }
+
+  setMeta(key: string, value: string): void {
+    this.db
+      .query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+      .run(key, value);
+  }
+
+  // ---------------------------------------------------------------- devices
+
+  /**
+   * Next free 24-bit thin id, round-robin from the last one handed out so an
+   * id is not reused soon after its delete (ids still in the table — even
+   * 'deleting' ones — are never handed out).
+   */
+  allocateThinId(): number {
+    const last = Number(this.getMeta("last_thin_id") ?? "0");
+    const used = this.db.query<{ x: number }, [number]>("SELECT 1 AS x FROM devices WHERE thin_id = ?");
+    let id = last;
+    for (let i = 0; i < MAX_THIN_ID; i++) {
+      id = id >= MAX_THIN_ID ? 1 : id + 1;
+      if (!used.get(id)) {
+        this.setMeta("last_thin_id", String(id));
+        return id;
+      }
+    }
+    throw new Error("all 16777215 thin device ids are in use");
+  }
+
+  insertDevice(d: DeviceRow): void {
+    this.db
+      .query(
+        `INSERT INTO devices (thin_id, dm_name, role, state, origin_id, size_bytes, fs_type, active, discard)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(d.thinId, d.dmName, d.role, d.state, d.originId, d.sizeBytes, d.fsType, d.active ? 1 : 0, d.discard ? 1 : 0);
+  }
+
+  getDevice(thinId: number): DeviceRow | null {
+    const r = this.db.query<RawDevice, [number]>("SELECT * FROM devices WHERE thin_id = ?").get(thinId);
+    return r ? toDevice(r) : null;
+  }
+
+  baseDevice(): DeviceRow | null {
+    const r = this.db
+      .query<RawDevice, []>("SELECT * FROM devices WHERE role = 'base' AND state != 'deleting' ORDER BY thin_id DESC LIMIT 1")
+      .get();
+    return r ? toDevice(r) : null;
+  }
+
+  setDeviceState(thinId: number, state: DeviceState): void {
+    this.db.query("UPDATE devices SET state = ? WHERE thin_id = ?").run(state, thinId);
+  }
+
+  setDeviceActive(thinId: number, active: boolean): void {
+    this.db.query("UPDATE devices SET active = ? WHERE thin_id = ?").run(active ? 1 : 0, thinId);
+  }
+
+  markDeviceDeleting(thinId: number, discard: boolean): void {
+    this.db.query("UPDATE devices SET state = 'deleting', discard = ? WHERE thin_id = ?").run(discard ? 1 : 0, thinId);
+  }
+
+  deleteDevice(thinId: number): void {
+    this.db.query("DELETE FROM devices WHERE thin_id = ?").run(thinId);
+  }
+
+  devicesInState(state: DeviceState): DeviceRow[] {
+    return this.db.query<RawDevice, [string]>("SELECT * FROM devices WHERE state = ? ORDER BY thin_id").all(state).map(toDevice);
+  }
+
+  allDevices(): DeviceRow[] {
+    return this.db.query<RawDevice, []>("SELECT * FROM devices ORDER BY thin_id").all().map(toDevice);
+  }
+
+  /** Devices used as an origin by a device that is not yet in the pool. */
+  countDevicesWithOrigin(thinId: number): number {
+    const r = this.db
+      .query<{ n: number }, [number]>("SELECT COUNT(*) AS n FROM devices WHERE origin_id = ? AND state = 'creating'")
+      .get(thinId);
+    return r?.n ?? 0;
+  }
+
+  // -------------------------------------------------------------- snapshots
+
+  getSnapshot(name: string): SnapshotRow | null {
+    const r = this.db
+      .query<RawSnapshot, [string]>(`SELECT ${SNAPSHOT_COLUMNS} FROM ${SNAPSHOT_FROM} WHERE s.name = ?`)
+      .get(name);
+    return r ? toSnapshot(r) : null;
+  }
+
+  getSnapshotById(id: number): SnapshotRow | null {
+    const r = this.db
+      .query<RawSnapshot, [number]>(`SELECT ${SNAPSHOT_COLUMNS} FROM ${SNAPSHOT_FROM} WHERE s.id = ?`)
+      .get(id);
+    return r ? toSnapshot(r) : null;
+  }
+
+  snapshotByThinId(thinId: number): SnapshotRow | null {
+    const r = this.db
+      .query<RawSnapshot, [number]>(`SELECT ${SNAPSHOT_COLUMNS} FROM ${SNAPSHOT_FROM} WHERE s.thin_id = ?`)
+      .get(thinId);
+    return r ? toSnapshot(r) : null;
+  }
+
+  hasChildren(id: number): boolean {
+    return this.db.query<{ x: number }, [number]>("SELECT 1 AS x FROM snapshots WHERE parent_id = ? LIMIT 1").get(id) !== null;
+  }
+
+  insertSnapshot(s: Omit<SnapshotRow, "id" | "parentName">, labels: Labels): number {
+    const r = this.db
+      .query<{ id: number }, [string, number | null, string, number, number, number, bigint | null]>(
+        `INSERT INTO snapshots (name, parent_id, kind, created_ms, updated_ms, thin_id, mapped_bytes)
+         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+      )
+      .get(s.name, s.parentId, s.kind, s.createdMs, s.updatedMs, s.thinId, s.mappedBytes);
+    const id = r!.id;
+    this.replaceLabels(id, labels);
+    return id;
+  }
+
+  /** Turns an active snapshot into a committed one under a new name, in place. */
+  commitSnapshot(id: number, name: string, labels: Labels, nowMs: number, mappedBytes: bigint): void {
+    this.db
+      .query(
+        `UPDATE snapshots SET name = ?, kind = 'committed', created_ms = ?, updated_ms = ?, mapped_bytes = ? WHERE id = ?`,
+      )
+      .run(name, nowMs, nowMs, mappedBytes, id);
+    this.replaceLabels(id, labels);
+  }
+
+  deleteSnapshot(id: number): void {
+    this.db.query("DELETE FROM snapshots WHERE id = ?").run(id);
+  }
+
+  touch(id: number, nowMs: number): void {
+    this.db.query("UPDATE snapshots SET updated_ms = ? WHERE id = ?").run(nowMs, id);
+  }
+
+  labels(id: number): Labels {
+    const out: Labels = {};
+    for (const r of this.db
+      .query<{ key: string; value: string }, [number]>("SELECT key, value FROM labels WHERE snapshot_id = ?")
+      .all(id)) {
+      out[r.key] = r.value;
+    }
+    return out;
+  }
+
+  replaceLabels(id: number, labels: Labels): void {
+    this.db.query("DELETE FROM labels WHERE snapshot_id = ?").run(id);
+    const ins = this.db.query("INSERT INTO labels (snapshot_id, key, value) VALUES (?, ?, ?)");
+    for (const [k, v] of Object.entries(labels)) {
+      if (v !== "") ins.run(id, k, v); // empty values are never stored
+    }
+  }
+
+  /**
+   * Snapshots matching a SQL WHERE fragment over `snapshots s` (with `p` the
+   * parent), with their labels, in two queries whatever the count.
+   */
+  select(where: string, params: string[]): { row: SnapshotRow; labels: Labels }[] {
+    const rows = this.db
+      .query<RawSnapshot, string[]>(`SELECT ${SNAPSHOT_COLUMNS} FROM ${SNAPSHOT_FROM} WHERE ${where} ORDER BY s.id`)
+      .all(...params);
+    const byId = new Map<number, { row: SnapshotRow; labels: Labels }>();
+    for (const r of rows) byId.set(r.id, { row: toSnapshot(r), labels: {} });
+    if (byId.size === 0) return [];
+    const lrows = this.db
+      .query<{ snapshot_id: number; key: string; value: string }, string[]>(
+        `SELECT l.snapshot_id, l.key, l.value FROM labels l
+         JOIN snapshots s ON s.id = l.snapshot_id LEFT JOIN snapshots p ON p.id = s.parent_id WHERE ${where}`,
+      )
+      .all(...params);
+    for (const l of lrows) {
+      const e = byId.get(l.snapshot_id);
+      if (e) e.labels[l.key] = l.value;
+    }
+    return [...byId.values()];
+  }
+
+  countSnapshots(): number {
+    return this.db.query<{ n: number }, []>("SELECT COUNT(*) AS n FROM snapshots").get()?.n ?? 0;
+  }
+}

@@ -1,0 +1,50 @@
+/** The few libc calls we need (ioctl, mount) through bun:ffi, and errno. */
+import { dlopen, FFIType, read } from "bun:ffi";
+
+const { i32, u64, ptr } = FFIType;
+
+function open() {
+  return dlopen("libc.so.6", {
+    // The third argument is an integer or an address: pass both as u64.
+    ioctl: { args: [i32, u64, u64], returns: i32 },
+    mount: { args: [ptr, ptr, ptr, u64, ptr], returns: i32 },
+    umount2: { args: [ptr, i32], returns: i32 },
+    __errno_location: { args: [], returns: ptr },
+  }).symbols;
+}
+
+let lib: ReturnType<typeof open> | null = null;
+export function libc(): ReturnType<typeof open> {
+  lib ??= open();
+  return lib;
+}
+
+export function errno(): number {
+  const p = libc().__errno_location();
+  return p ? read.i32(p, 0) : 0;
+}
+
+export class SyscallError extends Error {
+  constructor(
+    readonly op: string,
+    readonly path: string,
+    readonly errno: number,
+  ) {
+    super(`${op} ${path} failed (errno ${errno})`);
+    this.name = "SyscallError";
+  }
+}
+
+const cstr = (s: string): Buffer => Buffer.from(`${s}\0`);
+
+export const MS_RDONLY = 1n;
+
+export function mount(source: string, target: string, fsType: string, flags = 0n, data = ""): void {
+  if (libc().mount(cstr(source), cstr(target), cstr(fsType), flags, cstr(data)) !== 0) {
+    throw new SyscallError(`mount -t ${fsType} ${source}`, target, errno());
+  }
+}
+
+export function umount(target: string): void {
+  if (libc().umount2(cstr(target), 0) !== 0) throw new SyscallError("umount", target, errno());
+}
