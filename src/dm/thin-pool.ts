@@ -44,10 +44,23 @@ export function poolTable(opts: CreatePoolOptions): ThinPoolTable {
   };
 }
 
+/**
+ * containerd's docs use 32768 blocks; the kernel rejects a mark at or above the
+ * pool's block count, so small pools get a tenth of their blocks.
+ */
+export function defaultLowWaterMark(dataSectors: bigint, blockSectors: number): bigint {
+  const blocks = dataSectors / BigInt(blockSectors);
+  const tenth = blocks / 10n;
+  return tenth < 32768n ? tenth : 32768n;
+}
+
 /** Creates a thin-pool device over a metadata and a data block device. */
 export function createPool(dm: DeviceMapper, name: string, opts: CreatePoolOptions): void {
   const sectors = blockDeviceSize(opts.dataDev) / SECTOR;
-  const table = poolTable(opts);
+  if (sectors < BigInt(opts.blockSectors)) {
+    throw new RangeError(`data device ${opts.dataDev} is ${sectors} sectors: smaller than one ${opts.blockSectors}-sector block`);
+  }
+  const table = poolTable({ ...opts, lowWaterMark: opts.lowWaterMark ?? defaultLowWaterMark(sectors, opts.blockSectors) });
   dm.create(name, [{ start: 0n, length: sectors, type: "thin-pool", params: thinPoolParams(table) }]);
 }
 

@@ -1,0 +1,92 @@
+/** A ThinSnapshotter on a real thin-pool in the guest, and mount helpers. */
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { Store } from "../../src/store/store.ts";
+import { ThinSnapshotter, type SnapshotterOptions } from "../../src/snapshotter/snapshotter.ts";
+import { formatDevice } from "../../src/snapshotter/mkfs.ts";
+import type { Mount } from "../../src/snapshotter/types.ts";
+import { createTestPool, sh, type TestPool } from "./pool-fixture.ts";
+
+export interface RealBackend {
+  tp: TestPool;
+  sn: ThinSnapshotter;
+  store: Store;
+  root: string;
+  opts: SnapshotterOptions;
+  reopen(over?: Partial<SnapshotterOptions>): Promise<ThinSnapshotter>;
+  destroy(): Promise<void>;
+}
+
+export async function realBackend(
+  name: string,
+  over: Partial<SnapshotterOptions> = {},
+  poolOpts: { dataSize?: number; metaSize?: number } = {},
+): Promise<RealBackend> {
+  const tp = createTestPool(name, { dataSize: poolOpts.dataSize ?? 2 * 2 ** 30, metaSize: poolOpts.metaSize });
+  const root = mkdtempSync(`/tmp/${name}-root-`);
+  const opts: SnapshotterOptions = {
+    poolName: name,
+    baseImageSize: 64n << 20n,
+    fsType: "ext4",
+    fsOptions: "",
+    asyncRemove: false,
+    discardBlocks: false,
+    minFreeSpace: 0n,
+    minFreeSpacePercent: null,
+    ...over,
+  };
+  const openSn = async (o: SnapshotterOptions): Promise<{ sn: ThinSnapshotter; store: Store }> => {
+    const store = Store.open(`${root}/metadata.db`);
+    const sn = await ThinSnapshotter.open(o, {
+      store,
+      pool: tp.pool,
+      format: formatDevice,
+      listDevices: () => tp.dm.list(),
+    });
+    return { sn, store };
+  };
+  let cur = await openSn(opts);
+  const b: RealBackend = {
+    tp,
+    sn: cur.sn,
+    store: cur.store,
+    root,
+    opts,
+    async reopen(o2 = {}) {
+      await b.sn.close();
+      cur = await openSn({ ...opts, ...o2 });
+      b.sn = cur.sn;
+      b.store = cur.store;
+      return cur.sn;
+    },
+    async destroy() {
+      await b.sn.close();
+      tp.destroy();
+      rmSync(root, { recursive: true, force: true });
+    },
+  };
+  return b;
+}
+
+/** Mounts `mounts` on a fresh directory, runs fn, unmounts. */
+export async function withMount<T>(mounts: Mount[], fn: (dir: string) => T | Promise<T>): Promise<T> {
+  const m = mounts[0]!;
+  const dir = mkdtempSync("/tmp/ts-mnt-");
+  const args = ["-t", m.type];
+  if (m.options.length) args.push("-o", m.options.join(","));
+  sh("mount", [...args, m.source, dir]);
+  try {
+    return await fn(dir);
+  } finally {
+    sh("umount", [dir]);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Writes `bytes` of incompressible data into a file of the snapshot and syncs it. */
+export async function writeBytes(mounts: Mount[], bytes: number, file = "blob"): Promise<void> {
+  await withMount(mounts, (dir) => {
+    const buf = Buffer.alloc(bytes);
+    for (let i = 0; i < bytes; i += 4096) buf.writeUInt32LE((Math.random() * 2 ** 32) >>> 0, i);
+    writeFileSync(`${dir}/${file}`, buf);
+  });
+}
