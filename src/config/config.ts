@@ -115,6 +115,8 @@ export const MAX_BLOCK_SIZE = GiB;
 export const META_BLOCK_SIZE = 4n * KiB;
 /** Kernel guidance: round metadata up to 2 MiB; 16 GiB is the largest supported. */
 export const MIN_META_SIZE = 2n * MiB;
+/** Floor of the derived metadata size (see defaultMetaSize). */
+export const DEFAULT_MIN_META_SIZE = 64n * MiB;
 export const MAX_META_SIZE = 16n * GiB;
 /**
  * What the kernel actually uses of a metadata device: DM_SM_METADATA_MAX_BLOCKS
@@ -175,14 +177,16 @@ const roundUp = (n: bigint, m: bigint): bigint => ((n + m - 1n) / m) * m;
 /**
  * Metadata size for a pool, after the kernel's guidance (thin-provisioning.rst):
  * 48 bytes per data block, i.e. 48 * data_size / block_size, rounded up to the
- * 4 KiB metadata block, at least 2 MiB, and at most what the kernel can use
- * (KERNEL_META_MAX, 15.875 GiB). thin_metadata_size gives figures of the same
- * order for typical numbers of thin devices. 100 GiB at 64 KiB blocks: 75 MiB.
+ * 4 KiB metadata block, at least DEFAULT_MIN_META_SIZE, and at most what the
+ * kernel can use (KERNEL_META_MAX, 15.875 GiB). 100 GiB at 64 KiB blocks: 75 MiB.
+ * The formula counts mappings only; every thin device also costs metadata
+ * blocks of its own, and a snapshotter keeps thousands of devices, so small
+ * pools get 64 MiB (a sparse file costs only what is used).
  */
 export function defaultMetaSize(dataSize: bigint, blockSize: bigint): bigint {
   const blocks = blockSize > 0n ? dataSize / blockSize : 0n;
   const size = roundUp(48n * blocks, META_BLOCK_SIZE);
-  if (size < MIN_META_SIZE) return MIN_META_SIZE;
+  if (size < DEFAULT_MIN_META_SIZE) return DEFAULT_MIN_META_SIZE;
   if (size > KERNEL_META_MAX) return KERNEL_META_MAX;
   return size;
 }

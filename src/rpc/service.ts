@@ -98,14 +98,18 @@ export function createSnapshotsService(sn: Snapshotter, log: RpcLogger = silent)
     ctx: HandlerContext,
     fn: () => Promise<T>,
   ): Promise<T> {
-    log.debug(op, { key, ...fields });
+    const t0 = performance.now();
+    const ms = (): number => Math.round((performance.now() - t0) * 1000) / 1000;
     try {
-      return await untilAborted(fn, ctx.signal);
+      const out = await untilAborted(fn, ctx.signal);
+      log.debug(op, { key, ...fields, ms: ms() });
+      return out;
     } catch (err) {
       const ce = toConnectError(err, `${op} ${JSON.stringify(key)}`);
       // Expected conditions (not found, exists...) are containerd's business;
       // only failures we could not classify deserve an error log line.
-      if (ce.code === Code.Internal) log.error(ce.rawMessage, { op, key, cause: errorText(err) });
+      if (ce.code === Code.Internal) log.error(ce.rawMessage, { op, key, ms: ms(), cause: errorText(err) });
+      else log.debug(op, { key, ...fields, ms: ms(), code: Code[ce.code] });
       throw ce;
     }
   }

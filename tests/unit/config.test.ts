@@ -462,7 +462,7 @@ describe("[pool]", () => {
   });
   test("derived sizes follow data_size and block_size", () => {
     let p = withPool('[pool]\ndata_size = "1GB"').pool;
-    expect(p?.metaSize).toBe(2n * MiB); // 48 * 16384 = 768 KiB, raised to 2 MiB
+    expect(p?.metaSize).toBe(64n * MiB); // 48 * 16384 = 768 KiB, raised to the 64 MiB floor
     expect(p?.lowWaterMark).toBe(1638n);
     p = withPool('[pool]\ndata_size = "10TB"').pool;
     expect(p?.metaSize).toBe(48n * ((10n * TiB) / (64n * KiB))); // 7.5 GiB
@@ -479,8 +479,8 @@ describe("[pool]", () => {
   });
   test("defaultMetaSize", () => {
     expect(defaultMetaSize(100n * GiB, 64n * KiB)).toBe(75n * MiB);
-    expect(defaultMetaSize(0n, 64n * KiB)).toBe(2n * MiB);
-    expect(defaultMetaSize(GiB + 64n * KiB, 64n * KiB)).toBe(2n * MiB);
+    expect(defaultMetaSize(0n, 64n * KiB)).toBe(64n * MiB);
+    expect(defaultMetaSize(GiB + 64n * KiB, 64n * KiB)).toBe(64n * MiB);
     expect(defaultMetaSize(100n * GiB + 64n * KiB, 64n * KiB) % (4n * KiB)).toBe(0n);
     expect(defaultMetaSize(100n * GiB + 64n * KiB, 64n * KiB)).toBe(75n * MiB + 4n * KiB);
     expect(defaultMetaSize(4n * PiB, 64n * KiB)).toBe(KERNEL_META_MAX);
