@@ -8,6 +8,7 @@ import { Errno, isErrno } from "../dm/errors.ts";
 import type { Logger } from "../log.ts";
 import type { DeviceRow, Store } from "../store/store.ts";
 import type { PoolApi } from "./pool-api.ts";
+import { killPoint } from "../testing/kill-point.ts";
 
 const MIN_BACKOFF_MS = 100;
 const MAX_BACKOFF_MS = 30_000;
@@ -45,12 +46,14 @@ export class Remover {
         throw e;
       }
     }
+    killPoint("remove.after-deactivate");
     try {
       pool.deleteThin(dev.thinId);
     } catch (e) {
       // ENODATA: the pool never had it, or an earlier attempt deleted it.
       if (!isErrno(e, Errno.ENODATA)) throw e;
     }
+    killPoint("remove.after-delete");
     this.store.tx(() => this.store.deleteDevice(dev.thinId));
     this.backoff.delete(dev.thinId);
     return true;

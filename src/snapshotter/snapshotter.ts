@@ -26,6 +26,7 @@ import type { DeviceRow, SnapshotRow, Store } from "../store/store.ts";
 import { matches, parseFilters, toSql } from "./filters.ts";
 import { applyLabelUpdate, FSTYPE_LABEL, validateLabels, withoutEmpty } from "./labels.ts";
 import type { Formatter, PoolApi, PoolStatus } from "./pool-api.ts";
+import { killPoint } from "../testing/kill-point.ts";
 import { reconcile, type ReconcileReport } from "./reconcile.ts";
 import { Remover } from "./remover.ts";
 import type { Info, Kind, Labels, Mount, SnapshotOpts, Snapshotter, Usage } from "./types.ts";
@@ -165,11 +166,13 @@ export class ThinSnapshotter implements Snapshotter {
       this.pool.fsyncDevice(dev.dmName);
       return this.pool.mappedBytes(dev.dmName);
     });
+    killPoint("commit.after-fsync");
     const now = this.now();
     this.store.tx(() => {
       this.store.commitSnapshot(row.id, name, { ...labels, [FSTYPE_LABEL]: dev.fsType }, now, mapped);
       this.store.setDeviceActive(dev.thinId, false);
     });
+    killPoint("commit.after-store");
     // A committed snapshot is never mounted: take it out of /dev/mapper. If
     // something still holds it, the kernel removes it at its last close.
     try {
@@ -179,6 +182,7 @@ export class ThinSnapshotter implements Snapshotter {
       this.log.warn("committed device still open; deferred its removal", { device: dev.dmName });
       this.pool.deactivate(dev.dmName, { deferred: true });
     }
+    killPoint("commit.after-deactivate");
   }
 
   async remove(key: string): Promise<void> {
@@ -199,6 +203,7 @@ export class ThinSnapshotter implements Snapshotter {
       this.store.deleteSnapshot(row.id);
       this.store.markDeviceDeleting(dev.thinId, this.opts.discardBlocks);
     });
+    killPoint("remove.after-store");
     if (this.opts.asyncRemove) {
       this.remover.kick();
       return;
@@ -274,10 +279,14 @@ export class ThinSnapshotter implements Snapshotter {
       );
       return d;
     });
+    killPoint("prepare.after-intent");
     try {
       this.pool.createSnap(dev.thinId, origin.thinId, origin.active ? origin.dmName : null);
+      killPoint("prepare.after-create-snap");
       this.pool.activate(dev.dmName, dev.thinId, dev.sizeBytes);
+      killPoint("prepare.after-activate");
       this.store.tx(() => this.store.setDeviceState(dev.thinId, "ready"));
+      killPoint("prepare.after-ready");
     } catch (e) {
       this.rollbackCreate(dev);
       throw this.mapError(e, `${kind === "view" ? "view" : "prepare"} "${key}"`);
@@ -404,10 +413,12 @@ export class ThinSnapshotter implements Snapshotter {
       this.store.insertDevice(d);
       return d;
     });
+    killPoint("base.after-intent");
     try {
       this.pool.createThin(dev.thinId);
       this.pool.activate(dev.dmName, dev.thinId, dev.sizeBytes);
       await this.deps.format(`/dev/mapper/${dev.dmName}`, dev.fsType, this.opts.fsOptions);
+      killPoint("base.after-format");
       this.pool.fsyncDevice(dev.dmName);
       this.pool.deactivate(dev.dmName, { retry: true });
     } catch (e) {
