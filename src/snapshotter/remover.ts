@@ -31,14 +31,22 @@ export class Remover {
    */
   finish(dev: DeviceRow): boolean {
     const pool = this.pool;
-    if (pool.isActive(dev.dmName)) {
-      if (dev.discard) {
-        try {
-          pool.discardDevice(dev.dmName);
-        } catch (e) {
-          this.log.warn("discard failed; deleting anyway", { device: dev.dmName, error: String(e) });
+    let active = pool.isActive(dev.dmName);
+    if (dev.discard) {
+      // Discard needs a mapping: committed snapshots are inactive, so map
+      // them for the discard. It hands the blocks back to the data device
+      // (holes in a file-backed pool), which delete alone does not.
+      try {
+        if (!active) {
+          pool.activate(dev.dmName, dev.thinId, dev.sizeBytes);
+          active = true;
         }
+        pool.discardDevice(dev.dmName);
+      } catch (e) {
+        this.log.warn("discard failed; deleting anyway", { device: dev.dmName, error: String(e) });
       }
+    }
+    if (active) {
       try {
         pool.deactivate(dev.dmName, { retry: true });
       } catch (e) {

@@ -184,3 +184,26 @@ describe.skipIf(!env.available)("files across layers (containerd's snapshotter s
     }
   });
 });
+
+describe.skipIf(!env.available)("discard_blocks", () => {
+  test("removing a committed snapshot hands its blocks back to the data file", async () => {
+    const b = await realBackend("tsdisc", { discardBlocks: true });
+    try {
+      const sn = b.sn;
+      const used = (): number => statSync(b.tp.dataFile).blocks * 512;
+      const before = used();
+      const m = await sn.prepare("d1", "");
+      await writeBytes(m, 16 << 20);
+      await sn.commit("d1-c", "d1");
+      const grown = used();
+      expect(grown - before).toBeGreaterThanOrEqual(16 << 20);
+      await sn.remove("d1-c");
+      await sn.cleanup();
+      // the pool freed the blocks and passed the discard down to the loop file
+      expect(used() - before).toBeLessThan(4 << 20);
+      expect(thinDevicesOf(b.tp.dm, b.tp.name)).toEqual([]);
+    } finally {
+      await b.destroy();
+    }
+  });
+});
