@@ -28,6 +28,8 @@ export interface PoolApi {
   info(dmName: string): { openCount: number; suspended: boolean } | null;
   mappedBytes(dmName: string): bigint;
   fsyncDevice(dmName: string): void;
+  /** Suspend (flushing, freezing a mounted filesystem) and resume. */
+  flush(dmName: string): void;
   discardDevice(dmName: string): void;
 }
 

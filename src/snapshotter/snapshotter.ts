@@ -162,7 +162,11 @@ export class ThinSnapshotter implements Snapshotter {
 
     // Make the writes durable (pool metadata committed), then measure.
     const mapped = this.kernel(`commit "${key}"`, () => {
-      if (!this.pool.isActive(dev.dmName)) return this.reactivate(dev);
+      const info = this.pool.info(dev.dmName);
+      if (!info) return this.reactivate(dev);
+      // Still mounted (containerd normally unmounts first): a suspend freezes
+      // the filesystem, which writes its dirty data to the device.
+      if (info.openCount > 0) this.pool.flush(dev.dmName);
       this.pool.fsyncDevice(dev.dmName);
       return this.pool.mappedBytes(dev.dmName);
     });

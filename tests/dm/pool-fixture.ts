@@ -75,7 +75,7 @@ export function unmountDevice(dm: DeviceMapper, name: string): void {
 function destroyPool(dm: DeviceMapper, name: string, loops: string[], files: string[]): void {
   for (const t of thinDevicesOf(dm, name)) {
     unmountDevice(dm, t);
-    dm.remove(t, { retry: true });
+    new ThinPool(dm, name).deactivate(t, { retry: true }); // gone meanwhile is fine
   }
   if (dm.info(name)) dm.remove(name, { retry: true });
   for (const l of loops) detachLoop(l);

@@ -5,6 +5,7 @@ import {
   chownSync,
   existsSync,
   mkdirSync,
+  mkdtempSync,
   readdirSync,
   readFileSync,
   renameSync,
@@ -15,7 +16,7 @@ import {
 import { dm as env } from "./env.ts";
 import { realBackend, withMount, writeBytes, type RealBackend } from "./backend.ts";
 import { describeSemantics, expectCode } from "../shared/semantics.ts";
-import { thinDevicesOf } from "./pool-fixture.ts";
+import { sh, thinDevicesOf } from "./pool-fixture.ts";
 
 for (const [fsType, asyncRemove] of [
   ["ext4", false],
@@ -102,6 +103,23 @@ describe.skipIf(!env.available)("files across layers (containerd's snapshotter s
     // removing an intermediate snapshot: refused while it has children
     await expectCode(sn.remove("c1"), "failed_precondition");
     for (const k of ["v1", "v2", "c2", "c1"]) await sn.remove(k);
+  });
+
+  test("commit while still mounted keeps what was written (freeze + deferred remove)", async () => {
+    const sn = b.sn;
+    const m = await sn.prepare("mounted", "");
+    const dir = mkdtempSync("/tmp/ts-mnt-");
+    sh("mount", ["-t", m[0]!.type, m[0]!.source, dir]);
+    writeFileSync(`${dir}/dirty`, "in the page cache only");
+    await sn.commit("mounted-c", "mounted");
+    expect(b.tp.dm.info(m[0]!.source.slice("/dev/mapper/".length))?.deferredRemove).toBe(true);
+    sh("umount", [dir]);
+    expect(b.tp.dm.info(m[0]!.source.slice("/dev/mapper/".length))).toBeNull();
+    await withMount(await sn.view("mounted-v", "mounted-c"), (d) =>
+      expect(readFileSync(`${d}/dirty`, "utf8")).toBe("in the page cache only"),
+    );
+    await sn.remove("mounted-v");
+    await sn.remove("mounted-c");
   });
 
   test("a 128-layer chain mounts with every layer's file", async () => {

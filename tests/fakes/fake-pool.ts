@@ -148,6 +148,12 @@ export class FakePool implements PoolApi {
     this.leave("fsync");
   }
 
+  flush(dmName: string): void {
+    this.enter("flush", dmName);
+    if (!this.mapped.has(dmName)) throw new DmError("suspend", dmName, Errno.ENXIO, []);
+    this.leave("flush");
+  }
+
   discardDevice(dmName: string): void {
     this.enter("discard", dmName);
     const m = this.mapped.get(dmName);
