@@ -189,8 +189,11 @@ export class ThinPool {
     return this.dm.thinStatus(name);
   }
 
-  /** Data block size of the pool in bytes. */
+  private cachedBlockSize: bigint | null = null;
+
+  /** Data block size of the pool in bytes (fixed for a pool's life: read once). */
   blockSize(): bigint {
-    return BigInt(this.table().blockSectors) * SECTOR;
+    this.cachedBlockSize ??= BigInt(this.table().blockSectors) * SECTOR;
+    return this.cachedBlockSize;
   }
 }

@@ -52,7 +52,11 @@ export interface SnapshotterDeps {
   now?: () => number;
   /** Names of all device-mapper devices, so start-up can remove stray mappings of ours. */
   listDevices?: () => string[];
+  /** How long a pool status read serves the space check (default STATUS_TTL_MS). */
+  statusTtlMs?: number;
 }
+
+const STATUS_TTL_MS = 500;
 
 /** Metadata blocks (4 KiB) we never let the pool go below: a full metadata device turns the pool read-only. */
 const MIN_FREE_METADATA_BLOCKS = 64n;
@@ -326,13 +330,29 @@ export class ThinSnapshotter implements Snapshotter {
     }
   }
 
+  private statusCache: { at: number; st: PoolStatus } | null = null;
+
+  /**
+   * Pool status for the space check, at most STATUS_TTL_MS old: the reserve
+   * is a soft limit, and a status ioctl per Prepare would cost as much as the
+   * create_snap itself. The kernel's own ENOSPC is always authoritative.
+   */
+  private cachedStatus(op: string): PoolStatus {
+    const now = performance.now();
+    if (this.statusCache && now - this.statusCache.at < (this.deps.statusTtlMs ?? STATUS_TTL_MS)) return this.statusCache.st;
+    const st = this.kernel(op, () => this.pool.status());
+    this.statusCache = { at: now, st };
+    return st;
+  }
+
   /** Refuses new devices on a pool that is full, read-only or below the configured reserve. */
   private checkSpace(op: string): void {
-    const st = this.kernel(op, () => this.pool.status());
+    const st = this.cachedStatus(op);
     const bs = this.pool.blockSize();
     const freeData = (st.totalDataBlocks - st.usedDataBlocks) * bs;
     const freeMeta = st.totalMetadataBlocks - st.usedMetadataBlocks;
     const numbers = this.spaceNumbers(st, bs);
+    if (st.mode !== "rw") this.statusCache = null; // re-read next time: it may have been fixed
     if (st.mode !== "rw") throw resourceExhausted(`${op}: pool ${this.pool.name} is ${st.mode} (${numbers})`);
     let reserve = this.opts.minFreeSpace;
     if (this.opts.minFreeSpacePercent !== null) {
@@ -356,6 +376,7 @@ export class ThinSnapshotter implements Snapshotter {
 
   /** Maps kernel failures to the codes containerd understands. */
   private mapError(e: unknown, op: string): Error {
+    this.statusCache = null;
     if (e instanceof SnapshotterError) return e;
     if (isErrno(e, Errno.ENOSPC)) {
       let numbers = "";

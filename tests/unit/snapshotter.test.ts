@@ -21,7 +21,7 @@ async function open(pool = new FakePool(), store = Store.open(":memory:"), opts:
   const formatted: string[] = [];
   const sn = await ThinSnapshotter.open(
     { ...OPTS, ...opts },
-    { store, pool, format: async (p) => void formatted.push(p) },
+    { store, pool, format: async (p) => void formatted.push(p), statusTtlMs: 0 },
   );
   return { sn, pool, store, formatted };
 }
