@@ -13,7 +13,7 @@ import { reconcile } from "../snapshotter/reconcile.ts";
 import { Store } from "../store/store.ts";
 import { flagHelp, type FlagSpec, type Parsed } from "./args.ts";
 import { thinDevicesOfPool } from "./pool.ts";
-import { CliError, devPath, openDeviceMapper, openPool, requireRoot } from "./runtime.ts";
+import { CliError, devPath, lockRoot, openDeviceMapper, openPool, requireRoot } from "./runtime.ts";
 import { configFromFlags, SERVE_FLAGS } from "./serve.ts";
 
 export const CHECK_FLAGS: Record<string, FlagSpec> = {
@@ -73,6 +73,7 @@ export async function check(p: Parsed): Promise<number> {
   if (repair && (await daemonRunning(cfg.address))) {
     throw new CliError(`thinsnap serve is running on ${cfg.address}: stop it before check --repair`);
   }
+  if (repair) lockRoot(cfg.rootPath, "check --repair");
   const dm = openDeviceMapper();
   const pool = openPool(dm, cfg.poolName);
   const dbPath = `${cfg.rootPath}/metadata.db`;

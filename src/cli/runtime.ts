@@ -7,6 +7,7 @@ import { dirname } from "node:path";
 import { DeviceMapper } from "../dm/device-mapper.ts";
 import { attachLoop, loopsForFile } from "../dm/blockdev.ts";
 import { createPool, ThinPool } from "../dm/thin-pool.ts";
+import { tryLock } from "../sys/libc.ts";
 import type { Config, PoolConfig } from "../config/config.ts";
 import type { Logger } from "../log.ts";
 
@@ -131,4 +132,19 @@ export function devPath(dev: string): string {
   } catch {
     return dev;
   }
+}
+
+/**
+ * One thinsnap per state directory: serve and check --repair hold
+ * <root>/thinsnap.lock for their whole life (released by the kernel on exit).
+ */
+export function lockRoot(rootPath: string, what: string): void {
+  mkdirSync(rootPath, { recursive: true, mode: 0o700 });
+  const path = `${rootPath}/thinsnap.lock`;
+  const fd = openSync(path, "a", 0o600);
+  if (!tryLock(fd, path)) {
+    closeSync(fd);
+    throw new CliError(`another thinsnap process holds ${path}: ${what} refused (one thinsnap per root_path)`);
+  }
+  // keep fd open on purpose: the lock goes with the process
 }

@@ -9,7 +9,7 @@ import { ThinSnapshotter } from "../snapshotter/snapshotter.ts";
 import { Store } from "../store/store.ts";
 import { sdNotify } from "../sys/sd-notify.ts";
 import { BUILD_DATE, REVISION, VERSION } from "../version.ts";
-import { CliError, openDeviceMapper, poolFromConfig, requireRoot } from "./runtime.ts";
+import { CliError, lockRoot, openDeviceMapper, poolFromConfig, requireRoot } from "./runtime.ts";
 import { flagHelp, type FlagSpec, type Parsed, str } from "./args.ts";
 
 export const SERVE_FLAGS: Record<string, FlagSpec> = {
@@ -54,6 +54,7 @@ export async function serve(p: Parsed): Promise<number> {
   const cfg = await configFromFlags(p);
   const log = createLogger(cfg.logLevel, cfg.logFormat);
   requireRoot("thinsnap serve");
+  lockRoot(cfg.rootPath, "thinsnap serve");
   const t0 = performance.now();
   const dm = openDeviceMapper();
   log.info("starting thinsnap", {

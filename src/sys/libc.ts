@@ -9,6 +9,7 @@ function open() {
     ioctl: { args: [i32, u64, u64], returns: i32 },
     mount: { args: [ptr, ptr, ptr, u64, ptr], returns: i32 },
     umount2: { args: [ptr, i32], returns: i32 },
+    flock: { args: [i32, i32], returns: i32 },
     __errno_location: { args: [], returns: ptr },
   }).symbols;
 }
@@ -47,4 +48,19 @@ export function mount(source: string, target: string, fsType: string, flags = 0n
 
 export function umount(target: string): void {
   if (libc().umount2(cstr(target), 0) !== 0) throw new SyscallError("umount", target, errno());
+}
+
+const LOCK_EX = 2;
+const LOCK_NB = 4;
+const EWOULDBLOCK = 11;
+
+/**
+ * Takes an exclusive advisory lock on an open file descriptor; false when
+ * another process holds it. The lock lives as long as the descriptor.
+ */
+export function tryLock(fd: number, path: string): boolean {
+  if (libc().flock(fd, LOCK_EX | LOCK_NB) === 0) return true;
+  const e = errno();
+  if (e === EWOULDBLOCK) return false;
+  throw new SyscallError("flock", path, e);
 }
