@@ -29,9 +29,9 @@ export class Remover {
    * Deletes one device now. Returns false when it is still busy (left for a
    * retry); throws other errors.
    */
-  finish(dev: DeviceRow): boolean {
+  finish(dev: DeviceRow, knownActive?: boolean): boolean {
     const pool = this.pool;
-    let active = pool.isActive(dev.dmName);
+    let active = knownActive ?? pool.isActive(dev.dmName);
     if (dev.discard) {
       // Discard needs a mapping: committed snapshots are inactive, so map
       // them for the discard. It hands the blocks back to the data device

@@ -200,12 +200,14 @@ export class ThinSnapshotter implements Snapshotter {
       throw failedPrecondition(`cannot remove snapshot "${key}": it has children`);
     }
     const dev = this.mustDevice(row);
+    let active: boolean | undefined;
     if (!this.opts.asyncRemove) {
       // Refuse while mounted, before changing anything.
       const info = this.kernel(`remove "${key}"`, () => this.pool.info(dev.dmName));
       if (info && info.openCount > 0) {
         throw failedPrecondition(`cannot remove snapshot "${key}": its device ${dev.dmName} is in use (mounted?)`);
       }
+      active = info !== null;
     }
     this.store.tx(() => {
       this.store.deleteSnapshot(row.id);
@@ -217,7 +219,8 @@ export class ThinSnapshotter implements Snapshotter {
       return;
     }
     try {
-      if (!this.remover.finish({ ...dev, state: "deleting", discard: this.opts.discardBlocks })) this.remover.kick(100);
+      const deleting = { ...dev, state: "deleting" as const, discard: this.opts.discardBlocks };
+      if (!this.remover.finish(deleting, active)) this.remover.kick(100);
     } catch (e) {
       // The snapshot is gone from the store; the device stays queued.
       this.log.warn("device delete failed; queued for retry", { device: dev.dmName, error: String(e) });
