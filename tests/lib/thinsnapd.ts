@@ -14,6 +14,9 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { join, resolve } from "node:path";
+import { createClient, type Client } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { Kind, Snapshots } from "../../src/rpc/gen/containerd/services/snapshots/v1/snapshots_pb.ts";
 
 /** The repository root (this file is tests/lib/thinsnapd.ts). */
 export const REPO = resolve(import.meta.dir, "../..");
@@ -316,4 +319,43 @@ export function checkStore(configPath: string, opts: { binary?: string; repair?:
   const args = ["check", "--config", configPath];
   if (opts.repair === true) args.push("--repair");
   return thinsnap(args, { binary: opts.binary });
+}
+
+// ------------------------------------------------------- backend's own view
+
+/** A client of thinsnap's Snapshots service on its socket (not through containerd). */
+export function snapshotsClient(address: string): Client<typeof Snapshots> {
+  const transport = createGrpcTransport({
+    baseUrl: "http://localhost",
+    nodeOptions: { createConnection: () => connect(address) },
+  });
+  return createClient(Snapshots, transport);
+}
+
+/** One snapshot as thinsnap itself lists it (keys carry containerd's "<ns>/<id>/" prefix). */
+export interface BackendSnapshot {
+  name: string;
+  parent: string;
+  kind: "active" | "view" | "committed" | "unknown";
+  labels: Record<string, string>;
+}
+
+const KIND_NAMES: Record<number, BackendSnapshot["kind"]> = {
+  [Kind.ACTIVE]: "active",
+  [Kind.VIEW]: "view",
+  [Kind.COMMITTED]: "committed",
+};
+
+/**
+ * Every snapshot thinsnap holds, asked over its own socket: what containerd's
+ * metadata layer has actually created/removed in the backend (GC included).
+ */
+export async function backendSnapshots(address: string): Promise<BackendSnapshot[]> {
+  const out: BackendSnapshot[] = [];
+  for await (const batch of snapshotsClient(address).list({ snapshotter: "thinsnap", filters: [] })) {
+    for (const i of batch.info) {
+      out.push({ name: i.name, parent: i.parent, kind: KIND_NAMES[i.kind] ?? "unknown", labels: { ...i.labels } });
+    }
+  }
+  return out.sort((a, b) => a.name.localeCompare(b.name));
 }
