@@ -185,6 +185,10 @@ export class ThinPool {
     return this.dm.info(name);
   }
 
+  resume(name: string): void {
+    this.dm.resume(name);
+  }
+
   thinStatus(name: string): ThinStatus {
     return this.dm.thinStatus(name);
   }

@@ -13,6 +13,14 @@ export interface PoolStatus {
   needsCheck: boolean;
 }
 
+/** What the snapshotter reads of a dm mapping. */
+export interface MappingInfo {
+  openCount: number;
+  suspended: boolean;
+  /** false after a create whose table load never happened (a crash inside libdm's CREATE) */
+  liveTable: boolean;
+}
+
 export interface PoolApi {
   readonly name: string;
   status(): PoolStatus;
@@ -25,7 +33,8 @@ export interface PoolApi {
   activate(dmName: string, id: number, sizeBytes: bigint): void;
   deactivate(dmName: string, opts?: { retry?: boolean; deferred?: boolean }): void;
   isActive(dmName: string): boolean;
-  info(dmName: string): { openCount: number; suspended: boolean } | null;
+  info(dmName: string): MappingInfo | null;
+  resume(dmName: string): void;
   mappedBytes(dmName: string): bigint;
   fsyncDevice(dmName: string): void;
   /** Suspend (flushing, freezing a mounted filesystem) and resume. */

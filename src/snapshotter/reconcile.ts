@@ -20,9 +20,11 @@ export interface ReconcileReport {
   rolledBack: number;
   deleted: number;
   reactivated: number;
+  resumed: number;
   deactivated: number;
   strayMappings: number;
   busy: number;
+  failed: number;
 }
 
 export function reconcile(
@@ -32,7 +34,16 @@ export function reconcile(
   log: Logger,
   listDmDevices?: () => string[],
 ): ReconcileReport {
-  const report: ReconcileReport = { rolledBack: 0, deleted: 0, reactivated: 0, deactivated: 0, strayMappings: 0, busy: 0 };
+  const report: ReconcileReport = {
+    rolledBack: 0,
+    deleted: 0,
+    reactivated: 0,
+    resumed: 0,
+    deactivated: 0,
+    strayMappings: 0,
+    busy: 0,
+    failed: 0,
+  };
   bindTransactionId(store, pool, log);
 
   const deleteThin = (id: number): void => {
@@ -44,7 +55,19 @@ export function reconcile(
   };
 
   for (const dev of store.devicesInState("creating")) {
-    pool.deactivate(dev.dmName, { retry: true });
+    const info = pool.info(dev.dmName);
+    if (info && info.openCount > 0) {
+      // Held (a mkfs or mount that outlived us): the remover deletes it later.
+      store.tx(() => {
+        const s = store.snapshotByThinId(dev.thinId);
+        if (s) store.deleteSnapshot(s.id);
+        store.markDeviceDeleting(dev.thinId, false);
+      });
+      report.busy++;
+      log.warn("reconcile: interrupted create is still open; queued for deletion", { device: dev.dmName });
+      continue;
+    }
+    if (info) pool.deactivate(dev.dmName, { retry: true });
     deleteThin(dev.thinId);
     store.tx(() => {
       const s = store.snapshotByThinId(dev.thinId);
@@ -56,43 +79,67 @@ export function reconcile(
   }
 
   for (const dev of store.devicesInState("deleting")) {
+    const info = pool.info(dev.dmName);
+    if (info && info.openCount > 0) {
+      report.busy++;
+      log.warn("reconcile: device to delete is open; left for the remover", { device: dev.dmName });
+      continue;
+    }
     try {
-      if (pool.isActive(dev.dmName)) pool.deactivate(dev.dmName, { retry: true });
+      if (info) pool.deactivate(dev.dmName, { retry: true });
       deleteThin(dev.thinId);
       store.tx(() => store.deleteDevice(dev.thinId));
       report.deleted++;
       log.info("reconcile: finished an interrupted delete", { device: dev.dmName, thin_id: dev.thinId });
     } catch (e) {
-      if (!isErrno(e, Errno.EBUSY)) throw e;
-      report.busy++;
-      log.warn("reconcile: device to delete is busy; left for the remover", { device: dev.dmName });
+      report.failed++;
+      log.warn("reconcile: could not finish a delete; left for the remover", { device: dev.dmName, error: String(e) });
     }
   }
 
   for (const dev of store.allDevices()) {
-    if (dev.state !== "ready") continue;
+    if (dev.state !== "ready" || dev.role === "foreign") continue;
     const snap = dev.role === "snapshot" ? store.snapshotByThinId(dev.thinId) : null;
-    const shouldBeActive = snap !== null && snap.kind !== "committed";
-    const isActive = pool.isActive(dev.dmName);
-    if (shouldBeActive && !isActive) {
-      pool.activate(dev.dmName, dev.thinId, dev.sizeBytes);
-      report.reactivated++;
-      log.info("reconcile: reactivated device", { device: dev.dmName, snapshot: snap?.name });
-    } else if (!shouldBeActive && isActive) {
-      try {
-        pool.deactivate(dev.dmName, { retry: true });
-        report.deactivated++;
-      } catch (e) {
-        if (!isErrno(e, Errno.EBUSY)) throw e;
-        pool.deactivate(dev.dmName, { deferred: true });
-        report.busy++;
-      }
-    }
-    if (dev.active !== shouldBeActive) store.tx(() => store.setDeviceActive(dev.thinId, shouldBeActive));
     if (dev.role === "snapshot" && !snap) {
       // A ready snapshot device without its snapshot row: a Remove whose
       // transaction never ran cannot produce this, so treat it as garbage.
       store.tx(() => store.markDeviceDeleting(dev.thinId, false));
+      continue;
+    }
+    const shouldBeActive = snap !== null && snap.kind !== "committed";
+    try {
+      const info = pool.info(dev.dmName);
+      if (shouldBeActive) {
+        if (info && !info.liveTable) {
+          // killed inside libdm's create (before its table load): map it again
+          pool.deactivate(dev.dmName);
+          pool.activate(dev.dmName, dev.thinId, dev.sizeBytes);
+          report.reactivated++;
+        } else if (!info) {
+          pool.activate(dev.dmName, dev.thinId, dev.sizeBytes);
+          report.reactivated++;
+          log.info("reconcile: reactivated device", { device: dev.dmName, snapshot: snap?.name });
+        } else if (info.suspended) {
+          // killed between suspend and resume (a flush or a create_snap)
+          pool.resume(dev.dmName);
+          report.resumed++;
+          log.warn("reconcile: resumed a device left suspended", { device: dev.dmName });
+        }
+      } else if (info) {
+        if (info.suspended) pool.resume(dev.dmName);
+        if (info.openCount > 0) {
+          pool.deactivate(dev.dmName, { deferred: true });
+          report.busy++;
+        } else {
+          pool.deactivate(dev.dmName, { retry: true });
+          report.deactivated++;
+        }
+      }
+      if (dev.active !== shouldBeActive) store.tx(() => store.setDeviceActive(dev.thinId, shouldBeActive));
+    } catch (e) {
+      // One broken device must not keep the daemon (and every other snapshot) down.
+      report.failed++;
+      log.error("reconcile: could not fix a device's activation", { device: dev.dmName, snapshot: snap?.name, error: String(e) });
     }
   }
 
@@ -126,20 +173,21 @@ export function reconcile(
 export function bindTransactionId(store: Store, pool: PoolApi, log: Logger): bigint {
   const st = pool.status();
   const recorded = store.getMeta("pool_transaction_id");
-  if (recorded === null && st.transactionId !== 0n) {
+  if (recorded === null && (st.transactionId !== 0n || st.usedDataBlocks > 0n)) {
     throw new Error(
-      `pool ${pool.name} has transaction id ${st.transactionId} but this store has never used it: ` +
-        `it belongs to another thinsnap store (another root_path) or another tool; use a fresh pool`,
+      `pool ${pool.name} is not empty (transaction id ${st.transactionId}, ${st.usedDataBlocks} data blocks used) ` +
+        `but this store has never used it: it belongs to another thinsnap store (another root_path) or another ` +
+        `tool (e.g. containerd's devmapper); use a fresh pool`,
     );
   }
   // The store records the next id before the message is sent, so a crash in
   // between leaves the pool one behind: that is not a foreign change.
   if (recorded !== null && BigInt(recorded) !== st.transactionId && BigInt(recorded) - 1n !== st.transactionId) {
-    log.warn("pool transaction id differs from the store's: the pool was changed outside thinsnap", {
-      pool: pool.name,
-      pool_txn: st.transactionId,
-      store_txn: recorded,
-    });
+    throw new Error(
+      `pool ${pool.name} has transaction id ${st.transactionId} but this store expects ${recorded}: ` +
+        `the pool was re-created or changed outside thinsnap, or the store is not this pool's. ` +
+        `Refusing to start rather than touch thin ids the store does not describe.`,
+    );
   }
   const next = st.transactionId + 1n;
   store.tx(() => store.setMeta("pool_transaction_id", String(next)));

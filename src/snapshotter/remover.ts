@@ -7,7 +7,7 @@
 import { Errno, isErrno } from "../dm/errors.ts";
 import type { Logger } from "../log.ts";
 import type { DeviceRow, Store } from "../store/store.ts";
-import type { PoolApi } from "./pool-api.ts";
+import type { MappingInfo, PoolApi } from "./pool-api.ts";
 import { killPoint } from "../testing/kill-point.ts";
 
 const MIN_BACKOFF_MS = 100;
@@ -26,12 +26,17 @@ export class Remover {
   ) {}
 
   /**
-   * Deletes one device now. Returns false when it is still busy (left for a
-   * retry); throws other errors.
+   * Deletes one device now. Returns false when it is still open (left for a
+   * retry); throws other errors. `known` is the mapping's info when the
+   * caller just read it (undefined: read it here).
    */
-  finish(dev: DeviceRow, knownActive?: boolean): boolean {
+  finish(dev: DeviceRow, known?: MappingInfo | null): boolean {
     const pool = this.pool;
-    let active = knownActive ?? pool.isActive(dev.dmName);
+    const info = known !== undefined ? known : pool.info(dev.dmName);
+    // Still mounted: do not discard under a live filesystem, and do not let
+    // libdm's EBUSY retry loop (seconds of sleeping on the JS thread) run.
+    if (info && info.openCount > 0) return false;
+    let active = info !== null;
     if (dev.discard) {
       // Discard needs a mapping: committed snapshots are inactive, so map
       // them for the discard. It hands the blocks back to the data device
@@ -67,11 +72,18 @@ export class Remover {
     return true;
   }
 
-  /** Schedules a pass soon. */
+  private due = Infinity;
+
+  /** Schedules a pass in delayMs, or sooner if one is already due sooner. */
   kick(delayMs = 0): void {
-    if (this.stopped || this.timer) return;
+    if (this.stopped) return;
+    const due = Date.now() + delayMs;
+    if (this.timer && this.due <= due) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.due = due;
     this.timer = setTimeout(() => {
       this.timer = null;
+      this.due = Infinity;
       this.pass();
     }, delayMs);
   }
@@ -118,14 +130,17 @@ export class Remover {
    * out: busy devices then stay queued.
    */
   async drain(budgetMs = 10_000): Promise<number> {
+    if (this.stopped) return 0;
     this.backoff.clear();
     this.pass();
     if (this.pending() === 0) return 0;
+    let budget: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
       new Promise<void>((r) => this.waiters.push(r)),
-      new Promise<void>((r) => setTimeout(r, budgetMs)),
+      new Promise<void>((r) => (budget = setTimeout(r, budgetMs))),
     ]);
-    return this.pending();
+    clearTimeout(budget);
+    return this.stopped ? 0 : this.pending();
   }
 
   stop(): void {

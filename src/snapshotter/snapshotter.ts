@@ -25,7 +25,7 @@ import { silentLogger, type Logger } from "../log.ts";
 import type { DeviceRow, SnapshotRow, Store } from "../store/store.ts";
 import { matches, parseFilters, toSql } from "./filters.ts";
 import { applyLabelUpdate, FSTYPE_LABEL, validateLabels, withoutEmpty } from "./labels.ts";
-import type { Formatter, PoolApi, PoolStatus } from "./pool-api.ts";
+import type { Formatter, MappingInfo, PoolApi, PoolStatus } from "./pool-api.ts";
 import { killPoint } from "../testing/kill-point.ts";
 import { reconcile, type ReconcileReport } from "./reconcile.ts";
 import { Remover } from "./remover.ts";
@@ -165,12 +165,14 @@ export class ThinSnapshotter implements Snapshotter {
     const dev = this.mustDevice(row);
 
     // Make the writes durable (pool metadata committed), then measure.
+    let open = false;
     const mapped = this.kernel(`commit "${key}"`, () => {
       const info = this.pool.info(dev.dmName);
-      if (!info) return this.reactivate(dev);
+      if (!info || !info.liveTable) return this.reactivate(dev, info !== null);
       // Still mounted (containerd normally unmounts first): a suspend freezes
       // the filesystem, which writes its dirty data to the device.
-      if (info.openCount > 0) this.pool.flush(dev.dmName);
+      open = info.openCount > 0;
+      if (open) this.pool.flush(dev.dmName);
       this.pool.fsyncDevice(dev.dmName);
       return this.pool.mappedBytes(dev.dmName);
     });
@@ -182,13 +184,18 @@ export class ThinSnapshotter implements Snapshotter {
     });
     killPoint("commit.after-store");
     // A committed snapshot is never mounted: take it out of /dev/mapper. If
-    // something still holds it, the kernel removes it at its last close.
+    // something still holds it, the kernel removes it at its last close. The
+    // commit has landed: a failure here is logged (reconcile deactivates at
+    // the next start), not reported as a failed Commit.
     try {
-      this.pool.deactivate(dev.dmName, { retry: true });
+      if (open) {
+        this.log.warn("committed device still open; deferred its removal", { device: dev.dmName });
+        this.pool.deactivate(dev.dmName, { deferred: true });
+      } else {
+        this.pool.deactivate(dev.dmName, { retry: true });
+      }
     } catch (e) {
-      if (!isErrno(e, Errno.EBUSY)) throw this.mapError(e, `commit "${key}": deactivate`);
-      this.log.warn("committed device still open; deferred its removal", { device: dev.dmName });
-      this.pool.deactivate(dev.dmName, { deferred: true });
+      this.log.warn("could not deactivate a committed device", { device: dev.dmName, error: String(e) });
     }
     killPoint("commit.after-deactivate");
   }
@@ -200,14 +207,14 @@ export class ThinSnapshotter implements Snapshotter {
       throw failedPrecondition(`cannot remove snapshot "${key}": it has children`);
     }
     const dev = this.mustDevice(row);
-    let active: boolean | undefined;
+    let known: MappingInfo | null | undefined;
     if (!this.opts.asyncRemove) {
       // Refuse while mounted, before changing anything.
       const info = this.kernel(`remove "${key}"`, () => this.pool.info(dev.dmName));
       if (info && info.openCount > 0) {
         throw failedPrecondition(`cannot remove snapshot "${key}": its device ${dev.dmName} is in use (mounted?)`);
       }
-      active = info !== null;
+      known = info;
     }
     this.store.tx(() => {
       this.store.deleteSnapshot(row.id);
@@ -220,7 +227,7 @@ export class ThinSnapshotter implements Snapshotter {
     }
     try {
       const deleting = { ...dev, state: "deleting" as const, discard: this.opts.discardBlocks };
-      if (!this.remover.finish(deleting, active)) this.remover.kick(100);
+      if (!this.remover.finish(deleting, known)) this.remover.kick(100);
     } catch (e) {
       // The snapshot is gone from the store; the device stays queued.
       this.log.warn("device delete failed; queued for retry", { device: dev.dmName, error: String(e) });
@@ -248,7 +255,13 @@ export class ThinSnapshotter implements Snapshotter {
 
   // ---------------------------------------------------------------- helpers
 
-  private async create(kind: Exclude<Kind, "committed">, key: string, parent: string, rawLabels: Labels): Promise<Mount[]> {
+  private async create(
+    kind: Exclude<Kind, "committed">,
+    key: string,
+    parent: string,
+    rawLabels: Labels,
+    attempt = 0,
+  ): Promise<Mount[]> {
     this.assertOpen();
     validateLabels(rawLabels);
     if (this.store.getSnapshot(key)) throw alreadyExists(`snapshot "${key}" already exists`);
@@ -299,14 +312,32 @@ export class ThinSnapshotter implements Snapshotter {
       this.store.tx(() => this.store.setDeviceState(dev.thinId, "ready"));
       killPoint("prepare.after-ready");
     } catch (e) {
-      this.rollbackCreate(dev);
+      this.rollbackCreate(dev, e);
+      // An id the pool already had is now reserved: try the next one.
+      if (isErrno(e, Errno.EEXIST) && attempt < 3) return this.create(kind, key, parent, rawLabels, attempt + 1);
       throw this.mapError(e, `${kind === "view" ? "view" : "prepare"} "${key}"`);
     }
     return this.mountsOf({ kind, thinId: dev.thinId }, dev);
   }
 
-  /** Undoes a half-made device: deactivate, delete the thin id, drop rows. */
-  private rollbackCreate(dev: DeviceRow): void {
+  /**
+   * Undoes a half-made device: deactivate, delete the thin id, drop rows.
+   * When the kernel said EEXIST the id belongs to someone else: it is kept
+   * reserved as 'foreign' and never deleted.
+   */
+  private rollbackCreate(dev: DeviceRow, cause?: unknown): void {
+    if (isErrno(cause, Errno.EEXIST)) {
+      this.log.warn("thin id already used in the pool by something else; reserved it, not deleting", {
+        thin_id: dev.thinId,
+      });
+      this.store.tx(() => {
+        const s = this.store.snapshotByThinId(dev.thinId);
+        if (s) this.store.deleteSnapshot(s.id);
+        this.store.deleteDevice(dev.thinId);
+        this.store.insertDevice({ ...dev, role: "foreign", state: "ready", active: false, dmName: `${this.opts.poolName}-foreign-${dev.thinId}` });
+      });
+      return;
+    }
     try {
       this.pool.deactivate(dev.dmName, { retry: true });
       try {
@@ -320,8 +351,8 @@ export class ThinSnapshotter implements Snapshotter {
         this.store.deleteDevice(dev.thinId);
       });
     } catch (e) {
-      // Leave the intent row: start-up reconciliation finishes the roll-back.
-      this.log.error("roll-back of a failed create failed; left for reconciliation", {
+      // Leave it to the remover (and, failing that, start-up reconciliation).
+      this.log.error("roll-back of a failed create failed; queued for deletion", {
         device: dev.dmName,
         error: String(e),
       });
@@ -330,6 +361,7 @@ export class ThinSnapshotter implements Snapshotter {
         if (s) this.store.deleteSnapshot(s.id);
         this.store.markDeviceDeleting(dev.thinId, false);
       });
+      this.remover.kick(100);
     }
   }
 
@@ -405,8 +437,9 @@ export class ThinSnapshotter implements Snapshotter {
   }
 
   /** Re-creates the dm mapping of an active/view device that went missing; returns mapped bytes. */
-  private reactivate(dev: DeviceRow): bigint {
+  private reactivate(dev: DeviceRow, stale: boolean): bigint {
     this.log.warn("device was not active; reactivating", { device: dev.dmName });
+    if (stale) this.pool.deactivate(dev.dmName);
     this.pool.activate(dev.dmName, dev.thinId, dev.sizeBytes);
     this.pool.fsyncDevice(dev.dmName);
     return this.pool.mappedBytes(dev.dmName);
@@ -450,7 +483,7 @@ export class ThinSnapshotter implements Snapshotter {
       this.pool.fsyncDevice(dev.dmName);
       this.pool.deactivate(dev.dmName, { retry: true });
     } catch (e) {
-      this.rollbackCreate(dev);
+      this.rollbackCreate(dev, e);
       throw this.mapError(e, "create base device");
     }
     this.store.tx(() => {

@@ -14,11 +14,12 @@ CREATE TABLE IF NOT EXISTS meta (
 -- state: 'creating' = intent recorded, the pool may or may not have the id;
 --        'ready'    = in the pool;
 --        'deleting' = no snapshot uses it, the pool may still have the id.
--- role:  'base' (the pre-formatted origin of parentless snapshots) | 'snapshot'.
+-- role:  'base' (the pre-formatted origin of parentless snapshots) | 'snapshot'
+--        | 'foreign' (an id the pool already had: never handed out, never deleted).
 CREATE TABLE IF NOT EXISTS devices (
   thin_id    INTEGER PRIMARY KEY,
   dm_name    TEXT NOT NULL UNIQUE,
-  role       TEXT NOT NULL CHECK (role IN ('base', 'snapshot')),
+  role       TEXT NOT NULL CHECK (role IN ('base', 'snapshot', 'foreign')),
   state      TEXT NOT NULL CHECK (state IN ('creating', 'ready', 'deleting')),
   origin_id  INTEGER,
   size_bytes INTEGER NOT NULL,

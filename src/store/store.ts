@@ -10,7 +10,7 @@ import type { Kind, Labels } from "../snapshotter/types.ts";
 import { SCHEMA, SCHEMA_VERSION } from "./schema.ts";
 
 export type DeviceState = "creating" | "ready" | "deleting";
-export type DeviceRole = "base" | "snapshot";
+export type DeviceRole = "base" | "snapshot" | "foreign";
 
 export interface DeviceRow {
   thinId: number;

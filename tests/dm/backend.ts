@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { Store } from "../../src/store/store.ts";
 import { ThinSnapshotter, type SnapshotterOptions } from "../../src/snapshotter/snapshotter.ts";
 import { formatDevice } from "../../src/snapshotter/mkfs.ts";
+import { TEST_OPTIONS } from "../shared/options.ts";
 import type { Mount } from "../../src/snapshotter/types.ts";
 import { createTestPool, sh, type TestPool } from "./pool-fixture.ts";
 
@@ -24,14 +25,8 @@ export async function realBackend(
   const tp = createTestPool(name, { dataSize: poolOpts.dataSize ?? 2 * 2 ** 30, metaSize: poolOpts.metaSize });
   const root = mkdtempSync(`/tmp/${name}-root-`);
   const opts: SnapshotterOptions = {
+    ...TEST_OPTIONS,
     poolName: name,
-    baseImageSize: 64n << 20n,
-    fsType: "ext4",
-    fsOptions: "",
-    asyncRemove: false,
-    discardBlocks: false,
-    minFreeSpace: 0n,
-    minFreeSpacePercent: null,
     ...over,
   };
   const openSn = async (o: SnapshotterOptions): Promise<{ sn: ThinSnapshotter; store: Store }> => {

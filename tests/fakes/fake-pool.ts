@@ -5,7 +5,7 @@
  * and can inject a failure at any operation.
  */
 import { DmError, Errno } from "../../src/dm/errors.ts";
-import type { PoolApi, PoolStatus } from "../../src/snapshotter/pool-api.ts";
+import type { MappingInfo, PoolApi, PoolStatus } from "../../src/snapshotter/pool-api.ts";
 
 interface Thin {
   mapped: bigint;
@@ -13,7 +13,7 @@ interface Thin {
 
 export class FakePool implements PoolApi {
   readonly thins = new Map<number, Thin>();
-  readonly mapped = new Map<string, { id: number; openCount: number; size: bigint }>();
+  readonly mapped = new Map<string, { id: number; openCount: number; size: bigint; suspended?: boolean; liveTable?: boolean }>();
   transactionId = 0n;
   totalDataBlocks = 16384n;
   totalMetadataBlocks = 4096n;
@@ -129,10 +129,18 @@ export class FakePool implements PoolApi {
     return this.mapped.has(dmName);
   }
 
-  info(dmName: string): { openCount: number; suspended: boolean } | null {
+  info(dmName: string): MappingInfo | null {
     this.enter("info", dmName);
     const m = this.mapped.get(dmName);
-    return m ? { openCount: m.openCount, suspended: false } : null;
+    return m ? { openCount: m.openCount, suspended: m.suspended ?? false, liveTable: m.liveTable ?? true } : null;
+  }
+
+  resume(dmName: string): void {
+    this.enter("resume", dmName);
+    const m = this.mapped.get(dmName);
+    if (!m) throw new DmError("resume", dmName, Errno.ENXIO, []);
+    m.suspended = false;
+    this.leave("resume");
   }
 
   mappedBytes(dmName: string): bigint {

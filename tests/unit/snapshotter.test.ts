@@ -5,17 +5,9 @@ import { ThinSnapshotter, type SnapshotterOptions } from "../../src/snapshotter/
 import { Errno } from "../../src/dm/errors.ts";
 import { FakePool } from "../fakes/fake-pool.ts";
 import { describeSemantics, expectCode } from "../shared/semantics.ts";
+import { TEST_OPTIONS } from "../shared/options.ts";
 
-const OPTS: SnapshotterOptions = {
-  poolName: "fakepool",
-  baseImageSize: 64n << 20n,
-  fsType: "ext4",
-  fsOptions: "",
-  asyncRemove: false,
-  discardBlocks: false,
-  minFreeSpace: 0n,
-  minFreeSpacePercent: null,
-};
+const OPTS: SnapshotterOptions = TEST_OPTIONS;
 
 async function open(pool = new FakePool(), store = Store.open(":memory:"), opts: Partial<SnapshotterOptions> = {}) {
   const formatted: string[] = [];

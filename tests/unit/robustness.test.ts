@@ -1,0 +1,151 @@
+/**
+ * Regressions from the code review: foreign thin ids, busy devices at start-up,
+ * commits that land, the remover's timers, and a pool re-created behind a store.
+ */
+import { describe, expect, test } from "bun:test";
+import { Database } from "bun:sqlite";
+import { Store } from "../../src/store/store.ts";
+import { ThinSnapshotter } from "../../src/snapshotter/snapshotter.ts";
+import { Errno } from "../../src/dm/errors.ts";
+import { FakePool } from "../fakes/fake-pool.ts";
+import { TEST_OPTIONS } from "../shared/options.ts";
+import type { SnapshotterOptions } from "../../src/snapshotter/snapshotter.ts";
+
+async function open(pool = new FakePool(), store = Store.open(":memory:"), opts: Partial<SnapshotterOptions> = {}) {
+  const sn = await ThinSnapshotter.open({ ...TEST_OPTIONS, ...opts }, { store, pool, format: async () => {}, statusTtlMs: 0 });
+  return { sn, pool, store };
+}
+const dmNameOf = (store: Store, key: string): string => store.getDevice(store.getSnapshot(key)!.thinId)!.dmName;
+
+describe("thin ids the pool already had are never deleted", () => {
+  test("a used pool (e.g. containerd's devmapper, transaction id 0) is refused by a fresh store", async () => {
+    const pool = new FakePool();
+    for (const id of [1, 2, 3]) pool.thins.set(id, { mapped: 123n << 20n });
+    await expect(open(pool)).rejects.toThrow("not empty");
+    expect([...pool.thins.keys()]).toEqual([1, 2, 3]);
+  });
+
+  test("EEXIST on create_snap reserves the id and Prepare goes on with the next one", async () => {
+    const { sn, pool, store } = await open();
+    const next = Number(store.getMeta("last_thin_id")) + 1;
+    pool.thins.set(next, { mapped: 7n }); // someone else's, or a store restored from a backup
+    await sn.prepare("a", "");
+    expect(pool.thins.get(next)?.mapped).toBe(7n);
+    expect(store.getDevice(next)?.role).toBe("foreign");
+    expect(store.getSnapshot("a")!.thinId).not.toBe(next);
+    await sn.remove("a");
+    await sn.cleanup();
+    expect(pool.thins.has(next)).toBe(true);
+  });
+});
+
+describe("start-up survives busy and broken devices", () => {
+  test("an interrupted create whose device is still open is queued, not fatal", async () => {
+    const pool = new FakePool();
+    const store = Store.open(":memory:");
+    const { sn } = await open(pool, store);
+    let image: { db: Uint8Array; pool: FakePool } | null = null;
+    pool.afterCall = (op) => {
+      if (op === "activate" && !image) {
+        image = { db: store.db.serialize(), pool: pool.clone() };
+        throw new Error("crash");
+      }
+    };
+    await expect(sn.prepare("p", "")).rejects.toThrow();
+    sn.remover.stop();
+    const img: { db: Uint8Array; pool: FakePool } = image!;
+    const name = [...img.pool.mapped.keys()].find((n) => n.includes("snap"))!;
+    img.pool.open(name); // a mkfs or mount that outlived the daemon
+    const store2 = Store.wrap(Database.deserialize(img.db));
+    const re = await open(img.pool, store2);
+    expect(re.sn.lastReconcile?.busy).toBeGreaterThanOrEqual(1);
+    img.pool.open(name, -1);
+    await re.sn.cleanup();
+    expect(store2.allDevices().every((d) => d.state === "ready")).toBe(true);
+    expect(img.pool.mapped.has(name)).toBe(false);
+  });
+
+  test("a device left suspended is resumed; one without a live table is mapped again", async () => {
+    const pool = new FakePool();
+    const store = Store.open(":memory:");
+    const first = await open(pool, store);
+    await first.sn.prepare("a", "");
+    await first.sn.prepare("b", "");
+    first.sn.remover.stop();
+    pool.mapped.get(dmNameOf(store, "a"))!.suspended = true;
+    pool.mapped.get(dmNameOf(store, "b"))!.liveTable = false;
+    const re = await open(pool, store);
+    expect(re.sn.lastReconcile).toMatchObject({ resumed: 1, reactivated: 1 });
+    expect(pool.info(dmNameOf(store, "a"))).toMatchObject({ suspended: false });
+    expect(pool.info(dmNameOf(store, "b"))).toMatchObject({ liveTable: true });
+  });
+
+  test("a pool re-created behind an existing store is refused, every time", async () => {
+    const pool = new FakePool();
+    const store = Store.open(":memory:");
+    const first = await open(pool, store);
+    await first.sn.prepare("x", "");
+    await first.sn.commit("c", "x");
+    first.sn.remover.stop();
+    (await open(pool, store)).sn.remover.stop();
+    const fresh = new FakePool();
+    await expect(open(fresh, store)).rejects.toThrow("transaction id");
+    await expect(open(fresh, store)).rejects.toThrow("transaction id");
+  });
+});
+
+describe("operations report what happened", () => {
+  test("a Commit that landed is not reported as failed when deactivation fails", async () => {
+    const { sn, pool } = await open();
+    await sn.prepare("a", "");
+    pool.failNext("deactivate", Errno.EINVAL);
+    await sn.commit("c", "a");
+    expect((await sn.stat("c")).kind).toBe("committed");
+  });
+
+  test("async remove never discards a device that is still open", async () => {
+    const { sn, pool, store } = await open(new FakePool(), Store.open(":memory:"), { asyncRemove: true, discardBlocks: true });
+    await sn.prepare("a", "");
+    const name = dmNameOf(store, "a");
+    pool.write(name, 8n << 20n);
+    pool.open(name);
+    const discardsWhileOpen: string[] = [];
+    pool.onCall = (op) => {
+      if (op === "discard" && (pool.mapped.get(name)?.openCount ?? 0) > 0) discardsWhileOpen.push(op);
+    };
+    await sn.remove("a");
+    await sn.remover.drain(250);
+    expect(discardsWhileOpen).toEqual([]);
+    pool.open(name, -1);
+    await sn.cleanup();
+    expect(pool.calls).toContain("discard");
+    sn.remover.stop();
+  });
+
+  test("Cleanup retries at once instead of waiting for an older, longer backoff", async () => {
+    const { sn, pool, store } = await open(new FakePool(), Store.open(":memory:"), { asyncRemove: true });
+    await sn.prepare("a", "");
+    const name = dmNameOf(store, "a");
+    pool.open(name);
+    await sn.remove("a");
+    await Bun.sleep(1700); // backoff grows to ~1.6 s
+    setTimeout(() => pool.open(name, -1), 50);
+    const t0 = performance.now();
+    await sn.cleanup();
+    expect(performance.now() - t0).toBeLessThan(500);
+    expect(store.devicesInState("deleting")).toHaveLength(0);
+    sn.remover.stop();
+  }, 20_000);
+
+  test("a failed roll-back is handed to the remover right away", async () => {
+    const { sn, pool, store } = await open();
+    await Bun.sleep(20);
+    pool.failNext("activate", Errno.EBUSY);
+    pool.failNext("deactivate", Errno.EINVAL);
+    await expect(sn.prepare("a", "")).rejects.toThrow();
+    expect(store.devicesInState("deleting")).toHaveLength(1);
+    await Bun.sleep(400);
+    expect(store.devicesInState("deleting")).toHaveLength(0);
+    sn.remover.stop();
+  });
+});
