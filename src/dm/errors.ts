@@ -3,6 +3,7 @@
 const ERRNO_NAMES: Record<number, string> = {
   1: "EPERM",
   2: "ENOENT",
+  5: "EIO",
   6: "ENXIO",
   12: "ENOMEM",
   13: "EACCES",
@@ -13,11 +14,13 @@ const ERRNO_NAMES: Record<number, string> = {
   28: "ENOSPC",
   30: "EROFS",
   61: "ENODATA",
+  95: "EOPNOTSUPP",
 };
 
 const ERRNO_TEXT: Record<number, string> = {
   1: "Operation not permitted",
   2: "No such file or directory",
+  5: "Input/output error",
   6: "No such device or address",
   12: "Cannot allocate memory",
   13: "Permission denied",
@@ -28,11 +31,13 @@ const ERRNO_TEXT: Record<number, string> = {
   28: "No space left on device",
   30: "Read-only file system",
   61: "No data available",
+  95: "Operation not supported",
 };
 
 export const Errno = {
   EPERM: 1,
   ENOENT: 2,
+  EIO: 5,
   ENXIO: 6,
   ENOMEM: 12,
   EACCES: 13,
@@ -42,6 +47,7 @@ export const Errno = {
   EINVAL: 22,
   ENOSPC: 28,
   ENODATA: 61,
+  EOPNOTSUPP: 95,
 } as const;
 
 export function errnoName(errno: number): string {

@@ -20,6 +20,7 @@ import {
 } from "./gen/containerd/services/snapshots/v1/snapshots_pb.ts";
 import type { MountSchema } from "./gen/containerd/types/mount_pb.ts";
 import { toConnectError } from "./errors.ts";
+import { MAX_LABEL_BYTES } from "../snapshotter/labels.ts";
 
 /** Flat, printable fields: src/log.ts's Logger satisfies this interface. */
 export type RpcLogFields = Record<string, string | number | bigint | boolean | null | undefined>;
@@ -41,8 +42,6 @@ const silent: RpcLogger = { debug() {}, error() {} };
 /** containerd sends List results in blocks of 100 (service.go). */
 export const LIST_BATCH_SIZE = 100;
 
-/** containerd's labels.Validate limit on len(key)+len(value), in bytes. */
-export const MAX_LABEL_BYTES = 4096;
 
 const KINDS: Record<Kind, ProtoKind> = {
   view: ProtoKind.VIEW,

@@ -10,7 +10,6 @@ export const FSTYPE_LABEL = "containerd.io/snapshot/devmapper/fstype";
 
 export function validateLabels(labels: Labels): void {
   for (const [k, v] of Object.entries(labels)) {
-    if (k === "") throw invalidArgument("label key must not be empty");
     const n = Buffer.byteLength(k) + Buffer.byteLength(v);
     if (n > MAX_LABEL_BYTES) {
       throw invalidArgument(`label "${k.slice(0, 64)}": key and value are ${n} bytes, more than ${MAX_LABEL_BYTES}`);

@@ -95,11 +95,13 @@ export class ThinSnapshotter implements Snapshotter {
   // ------------------------------------------------------------------ reads
 
   async stat(key: string): Promise<Info> {
+    this.assertOpen();
     const row = this.mustGet(key);
     return this.info(row, this.store.labels(row.id));
   }
 
   async mounts(key: string): Promise<Mount[]> {
+    this.assertOpen();
     const row = this.mustGet(key);
     if (row.kind === "committed") {
       throw failedPrecondition(`snapshot "${key}" is committed: only active and view snapshots have mounts`);
@@ -108,6 +110,7 @@ export class ThinSnapshotter implements Snapshotter {
   }
 
   async usage(key: string): Promise<Usage> {
+    this.assertOpen();
     const row = this.mustGet(key);
     const parentMapped = row.parentId === null ? 0n : (this.store.getSnapshotById(row.parentId)?.mappedBytes ?? 0n);
     let mapped: bigint;
@@ -122,6 +125,7 @@ export class ThinSnapshotter implements Snapshotter {
   }
 
   async walk(fn: (info: Info) => void | Promise<void>, filters: string[]): Promise<void> {
+    this.assertOpen();
     const f = parseFilters(filters);
     const { where, params, exact } = toSql(f);
     for (const { row, labels } of this.store.select(where, params)) {
@@ -421,6 +425,10 @@ export class ThinSnapshotter implements Snapshotter {
         // the pool may be unreadable; the errno says enough
       }
       return resourceExhausted(`${op}: pool ${this.pool.name} is out of space${numbers}`);
+    }
+    if (isErrno(e, Errno.EOPNOTSUPP) || isErrno(e, Errno.EIO)) {
+      // a pool in read-only or failed mode refuses messages this way
+      return unavailable(`${op}: pool ${this.pool.name} refuses changes (read-only or failed? see thinsnap pool status, thin_check): ${(e as Error).message}`);
     }
     if (isErrno(e, Errno.ENXIO) || isErrno(e, Errno.ENODEV)) {
       return unavailable(`${op}: pool ${this.pool.name} is not available: ${(e as Error).message}`);

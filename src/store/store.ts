@@ -8,6 +8,7 @@ import { chmodSync, existsSync, mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import type { Kind, Labels } from "../snapshotter/types.ts";
 import { SCHEMA, SCHEMA_VERSION } from "./schema.ts";
+import { MAX_THIN_ID } from "../dm/status.ts";
 
 export type DeviceState = "creating" | "ready" | "deleting";
 export type DeviceRole = "base" | "snapshot" | "foreign";
@@ -92,8 +93,6 @@ function toSnapshot(r: RawSnapshot): SnapshotRow {
   };
 }
 
-/** Thin device ids are 24-bit (dm-thin MAX_DEV_ID). */
-export const MAX_THIN_ID = 0xffffff;
 
 export class Store {
   readonly db: Database;
@@ -215,14 +214,6 @@ export class Store {
 
   allDevices(): DeviceRow[] {
     return this.db.query<RawDevice, []>("SELECT * FROM devices ORDER BY thin_id").all().map(toDevice);
-  }
-
-  /** Devices used as an origin by a device that is not yet in the pool. */
-  countDevicesWithOrigin(thinId: number): number {
-    const r = this.db
-      .query<{ n: number }, [number]>("SELECT COUNT(*) AS n FROM devices WHERE origin_id = ? AND state = 'creating'")
-      .get(thinId);
-    return r?.n ?? 0;
   }
 
   // -------------------------------------------------------------- snapshots
