@@ -1,0 +1,57 @@
+/**
+ * thinsnap's gRPC server (src/rpc) in its own process, over
+ *
+ *   fake-pool: thinsnap's real snapshotter and SQLite store on the in-memory
+ *     fake pool (tests/fakes/fake-pool.ts) instead of device-mapper. For the
+ *     List-over-10,000-snapshots row: List (Walk) never touches the pool, so
+ *     this serves it exactly as `thinsnap serve` does, while 10,000 snapshots
+ *     can be made in seconds instead of creating 10,000 thin devices.
+ *   memory: the in-memory snapshotter (tests/fakes/memory-snapshotter.ts): no
+ *     store, no pool, so a call costs only gRPC (client + server), for the
+ *     profile.
+ *
+ *   bun bench/fake-server.ts fake-pool|memory SOCKET DBFILE
+ */
+import { startServer } from "../src/rpc/server.ts";
+import { createSnapshotsService } from "../src/rpc/service.ts";
+import { ThinSnapshotter } from "../src/snapshotter/snapshotter.ts";
+import { Store } from "../src/store/store.ts";
+import { FakePool } from "../tests/fakes/fake-pool.ts";
+import { MemorySnapshotter } from "../tests/fakes/memory-snapshotter.ts";
+import type { Snapshotter } from "../src/snapshotter/types.ts";
+
+const [mode, socketPath, dbPath] = process.argv.slice(2);
+if ((mode !== "fake-pool" && mode !== "memory") || !socketPath || !dbPath) {
+  process.stderr.write("usage: bun bench/fake-server.ts fake-pool|memory SOCKET DBFILE\n");
+  process.exit(2);
+}
+async function openThin(): Promise<Snapshotter> {
+  const pool = new FakePool("benchfake");
+  pool.totalDataBlocks = 1n << 30n;
+  pool.totalMetadataBlocks = 1n << 30n;
+  // The fake records every call; nobody reads them here.
+  setInterval(() => (pool.calls = []), 1000);
+  return ThinSnapshotter.open(
+    {
+      poolName: "benchfake",
+      baseImageSize: 10n << 30n,
+      fsType: "ext4",
+      fsOptions: "",
+      asyncRemove: false,
+      discardBlocks: false,
+      minFreeSpace: 0n,
+      minFreeSpacePercent: null,
+    },
+    { store: Store.open(dbPath!), pool, format: async () => {} },
+  );
+}
+const sn: Snapshotter = mode === "memory" ? new MemorySnapshotter() : await openThin();
+const server = await startServer({ socketPath, service: createSnapshotsService(sn) });
+process.stdout.write("ready\n");
+const stop = async (): Promise<void> => {
+  await server.close(1000);
+  await sn.close();
+  process.exit(0);
+};
+process.on("SIGTERM", () => void stop());
+process.on("SIGINT", () => void stop());

@@ -1,0 +1,48 @@
+/**
+ * What a layer unpack does to a snapshot's device: mount it, write small
+ * files, unmount. The same code runs for every snapshotter and for the floor.
+ */
+import { mkdirSync, rmdirSync } from "node:fs";
+import { writeFile } from "node:fs/promises";
+import { mount, umount, MS_RDONLY } from "../src/sys/libc.ts";
+
+/** Files per layer and their size: "small files", like a typical image layer's. */
+export const FILES_PER_LAYER = 32;
+export const FILE_BYTES = 4096;
+
+export interface MountSpec {
+  type: string;
+  source: string;
+  options: string[];
+}
+
+let seq = 0;
+const payload = Buffer.alloc(FILE_BYTES, 0x5a);
+
+/**
+ * Mounts (as the mounts say), writes FILES_PER_LAYER files, unmounts. Returns
+ * ms per phase. mount(2)/umount(2) are synchronous FFI calls; the writes are
+ * asynchronous, so concurrent chains overlap their file IO.
+ */
+export async function mountWriteUmount(mounts: MountSpec[], tag: string): Promise<{ mount: number; write: number; umount: number }> {
+  const m = mounts[0];
+  if (!m || mounts.length !== 1) throw new Error(`expected one mount, got ${JSON.stringify(mounts)}`);
+  const dir = `/run/bench-mnt/${process.pid}-${++seq}`;
+  mkdirSync(dir, { recursive: true });
+  const flags = m.options.includes("ro") ? MS_RDONLY : 0n;
+  const data = m.options.filter((o) => o !== "ro" && o !== "rw").join(",");
+  const t0 = performance.now();
+  mount(m.source, dir, m.type, flags, data);
+  const t1 = performance.now();
+  let t2 = t1;
+  try {
+    mkdirSync(`${dir}/${tag}`, { recursive: true });
+    await Promise.all(Array.from({ length: FILES_PER_LAYER }, (_, i) => writeFile(`${dir}/${tag}/f${i}`, payload)));
+  } finally {
+    t2 = performance.now();
+    umount(dir);
+  }
+  const t3 = performance.now();
+  rmdirSync(dir);
+  return { mount: t1 - t0, write: t2 - t1, umount: t3 - t2 };
+}
