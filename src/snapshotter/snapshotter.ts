@@ -386,24 +386,33 @@ export class ThinSnapshotter implements Snapshotter {
 
   /** Refuses new devices on a pool that is full, read-only or below the configured reserve. */
   private checkSpace(op: string): void {
-    const st = this.cachedStatus(op);
+    const refusal = this.spaceRefusal(this.cachedStatus(op));
+    if (refusal === null) return;
+    // Decide on fresh numbers: space may have been freed since the cached read.
+    this.statusCache = null;
+    const again = this.spaceRefusal(this.cachedStatus(op));
+    if (again !== null) {
+      this.statusCache = null;
+      throw resourceExhausted(`${op}: ${again}`);
+    }
+  }
+
+  private spaceRefusal(st: PoolStatus): string | null {
     const bs = this.pool.blockSize();
     const freeData = (st.totalDataBlocks - st.usedDataBlocks) * bs;
     const freeMeta = st.totalMetadataBlocks - st.usedMetadataBlocks;
     const numbers = this.spaceNumbers(st, bs);
-    if (st.mode !== "rw") this.statusCache = null; // re-read next time: it may have been fixed
-    if (st.mode !== "rw") throw resourceExhausted(`${op}: pool ${this.pool.name} is ${st.mode} (${numbers})`);
+    if (st.mode !== "rw") return `pool ${this.pool.name} is ${st.mode} (${numbers})`;
     let reserve = this.opts.minFreeSpace;
     if (this.opts.minFreeSpacePercent !== null) {
       const pct = (st.totalDataBlocks * bs * BigInt(Math.round(this.opts.minFreeSpacePercent * 100))) / 10000n;
       if (pct > reserve) reserve = pct;
     }
     if (freeData <= reserve || freeData === 0n) {
-      throw resourceExhausted(`${op}: pool ${this.pool.name} has too little free data space (${numbers}; reserve ${reserve} bytes)`);
+      return `pool ${this.pool.name} has too little free data space (${numbers}; reserve ${reserve} bytes)`;
     }
-    if (freeMeta < MIN_FREE_METADATA_BLOCKS) {
-      throw resourceExhausted(`${op}: pool ${this.pool.name} metadata is nearly full (${numbers})`);
-    }
+    if (freeMeta < MIN_FREE_METADATA_BLOCKS) return `pool ${this.pool.name} metadata is nearly full (${numbers})`;
+    return null;
   }
 
   private spaceNumbers(st: PoolStatus, bs: bigint): string {

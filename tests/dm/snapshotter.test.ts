@@ -122,17 +122,25 @@ describe.skipIf(!env.available)("files across layers (containerd's snapshotter s
     await sn.remove("mounted-c");
   });
 
-  test("a 128-layer chain mounts with every layer's file", async () => {
+  // Every layer gets a file in the soak run; by default every 16th (and the
+  // last) does: a mount per layer costs ~2 s under emulation.
+  const everyLayer = process.env.THINSNAP_SOAK === "1";
+  test("a 128-layer chain mounts with its layers' files", async () => {
     const sn = b.sn;
     let parent = "";
+    const files: string[] = [];
     for (let i = 0; i < 128; i++) {
       const m = await sn.prepare(`chain-${i}-active`, parent);
-      await withMount(m, (d) => writeFileSync(`${d}/f${i}`, String(i)));
+      if (everyLayer || i % 16 === 0 || i === 127) {
+        await withMount(m, (d) => writeFileSync(`${d}/f${i}`, String(i)));
+        files.push(`f${i}`);
+      }
       await sn.commit(`chain-${i}`, `chain-${i}-active`);
       parent = `chain-${i}`;
     }
+    expect((await sn.stat("chain-127")).parent).toBe("chain-126");
     await withMount(await sn.view("chain-view", parent), (d) => {
-      expect(readdirSync(d).length).toBe(128);
+      expect(readdirSync(d).sort()).toEqual(files.sort());
       expect(readFileSync(`${d}/f0`, "utf8")).toBe("0");
       expect(readFileSync(`${d}/f127`, "utf8")).toBe("127");
     });
