@@ -94,6 +94,15 @@ export interface Containerd {
   ctrWith(opts: CtrOptions, ...args: string[]): Promise<RunResult>;
   /** Like ctr() but throws with the output on a non-zero exit; returns stdout. */
   ctrOk(...args: string[]): Promise<string>;
+  /**
+   * A full, synchronous garbage collection: creates a lease and deletes it
+   * with --sync (ctr 1.6 has no "gc" command). Needed because containerd
+   * 1.6's GC scheduler can drop a deletion that commits while a collection
+   * is finishing (gc/scheduler: `lastCollection` is taken after the
+   * collection returns, and events older than it are ignored), leaving that
+   * snapshot in the snapshotter until some later deletion.
+   */
+  gc(): Promise<void>;
   /** SIGTERM (then SIGKILL after timeoutMs), waits; returns the exit status. */
   stop(timeoutMs?: number): Promise<number>;
   logs(): string;
@@ -217,6 +226,11 @@ export async function startContainerd(o: ContainerdOptions): Promise<Containerd>
     return r.stdout;
   };
 
+  const gc = async (): Promise<void> => {
+    const id = (await ctrOk("leases", "create")).trim();
+    await ctrOk("leases", "delete", "--sync", id);
+  };
+
   try {
     await waitFor(
       `containerd (${address})`,
@@ -255,6 +269,7 @@ export async function startContainerd(o: ContainerdOptions): Promise<Containerd>
     ctr,
     ctrWith,
     ctrOk,
+    gc,
     stop,
     logs,
     exited,
