@@ -18,7 +18,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import { resolve } from "node:path";
 import { startContainerd, type Containerd } from "../tests/lib/containerd.ts";
 import { createFilePool, startThinsnap, type Thinsnapd } from "../tests/lib/thinsnapd.ts";
-import { measureFloor, type FloorResults } from "./floor.ts";
+import { FloorPool } from "./floor.ts";
 import { LeasesClient } from "./leases.ts";
 import { profile, type Profile } from "./profile.ts";
 import {
@@ -61,10 +61,10 @@ const n = (x: number, min = 1): number => Math.max(min, Math.round(x * SCALE));
 /** Sample counts per row and side. The reference is slow (it execs dmsetup and mkfs): fewer samples. */
 const N = {
   parentless: { direct: n(40, 3), ctrd: n(20, 3), ref: n(5, 2) },
-  child: { direct: n(60, 3), ctrd: n(25, 3), ref: n(20, 3) },
+  child: { direct: n(60, 3), ctrd: n(25, 3), ref: n(15, 3) },
   view: { direct: n(40, 3), ctrd: n(20, 3), ref: n(10, 3) },
-  commit: { direct: n(40, 3), ctrd: n(20, 3), ref: n(20, 3) },
-  remove: { direct: n(60, 3), ctrd: n(25, 3), ref: n(20, 3) },
+  commit: { direct: n(40, 3), ctrd: n(20, 3), ref: n(15, 3) },
+  remove: { direct: n(60, 3), ctrd: n(25, 3), ref: n(15, 3) },
   read: { direct: n(300, 10), ctrd: n(200, 10), ref: n(200, 10) },
   usage: { direct: n(200, 10), ctrd: n(100, 10), ref: n(20, 5) },
   list: { direct: n(20, 3), ctrd: n(20, 3), ref: n(20, 3) },
@@ -72,7 +72,7 @@ const N = {
   chain: { layers: 16, direct: n(3, 1), ctrd: n(3, 1), ref: n(2, 1) },
   conc: { chains: 16, layers: 2 },
   image: { layers: 8, reps: n(2, 1) },
-  floor: { prepare: n(60, 3), commit: n(40, 3), remove: n(60, 3), usage: n(200, 10), chains: n(3, 1) },
+  floor: { parentless: n(40, 3), child: n(60, 3), view: n(40, 3), commit: n(40, 3), usage: n(200, 10), chains: n(3, 1) },
   profile: n(30, 5),
 };
 
@@ -172,10 +172,10 @@ interface Env {
   containerd: Containerd;
   sides: Side[];
   leases: LeasesClient;
-  floorPool: string;
+  floor: FloorPool;
 }
 
-type Machine = Record<"hostCpu" | "hostKernel" | "hostCpus" | "qemu" | "guestCpu" | "guestCpus" | "guestMemMiB" | "guestKernel" | "containerd" | "runc" | "dmsetup" | "mkfsExt4" | "thinsnap" | "bun" | "date", string>;
+type Machine = Record<"hostCpu" | "hostKernel" | "hostCpus" | "hostLoad" | "qemu" | "guestCpu" | "guestCpus" | "guestMemMiB" | "guestKernel" | "containerd" | "runc" | "dmsetup" | "mkfsExt4" | "thinsnap" | "bun" | "date", string>;
 
 function machineInfo(): Machine {
   const cpu = /model name\s*:\s*(.*)/.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? "?";
@@ -191,6 +191,7 @@ function machineInfo(): Machine {
     hostCpu: process.env.BENCH_HOST_CPU ?? "?",
     hostKernel: process.env.BENCH_HOST_KERNEL ?? "?",
     hostCpus: process.env.BENCH_HOST_CPUS ?? "?",
+    hostLoad: process.env.BENCH_HOST_LOAD ?? "?",
     qemu: process.env.BENCH_QEMU ?? "?",
     guestCpu: cpu,
     guestCpus: String(navigator.hardwareConcurrency),
@@ -221,7 +222,7 @@ async function setup(): Promise<Env> {
     notes.push("No data disk: the pools' files were on the guest's tmpfs.");
     log(`no data disk: pools on tmpfs at ${dir}`);
   }
-  const pools = ["bench-ts", "bench-tsc", "bench-ref", "bench-floor"];
+  const pools = ["bench-ts", "bench-tsc", "bench-ref", "bench-floor", "bench-prof"];
   for (const p of pools) {
     const t0 = now();
     await createFilePool({
@@ -281,7 +282,9 @@ async function setup(): Promise<Env> {
     { id: "ctrd", label: "thinsnap via containerd", client: snapshotsClient(containerd.address, "default"), snapshotter: "thinsnap", ctrd: true },
     { id: "ref", label: "devmapper via containerd", client: snapshotsClient(containerd.address, "default"), snapshotter: "devmapper", ctrd: true },
   ];
-  return { dir, thinsnap, thinsnapProxied, containerd, sides, leases: new LeasesClient(containerd.address), floorPool: "bench-floor" };
+  const floor = new FloorPool("bench-floor", GEOMETRY.baseImageBytes);
+  await floor.init();
+  return { dir, thinsnap, thinsnapProxied, containerd, sides, leases: new LeasesClient(containerd.address), floor };
 }
 
 // ------------------------------------------------------------------ snapshot calls per side
@@ -352,18 +355,21 @@ async function interleaved(
   env: Env,
   count: Record<SideId, number>,
   fn: (side: Side, i: number) => Promise<void>,
-): Promise<Record<SideId, number[]>> {
-  const plan: { at: number; side: Side; i: number }[] = [];
+  floor?: { count: number; fn: (i: number) => unknown },
+): Promise<Record<SideId | "floor", number[]>> {
+  const plan: { at: number; side: Side | null; i: number }[] = [];
   for (const side of env.sides) {
     const c = count[side.id];
     for (let i = 0; i < c; i++) plan.push({ at: (i + 0.5) / c, side, i });
   }
+  for (let i = 0; floor && i < floor.count; i++) plan.push({ at: (i + 0.5) / floor.count, side: null, i });
   plan.sort((a, b) => a.at - b.at);
-  const out: Record<SideId, number[]> = { direct: [], ctrd: [], ref: [] };
+  const out: Record<SideId | "floor", number[]> = { direct: [], ctrd: [], ref: [], floor: [] };
   for (const { side, i } of plan) {
     const t0 = now();
-    await fn(side, i);
-    out[side.id].push(now() - t0);
+    if (side) await fn(side, i);
+    else await floor!.fn(i);
+    out[side ? side.id : "floor"].push(now() - t0);
   }
   return out;
 }
@@ -375,11 +381,19 @@ async function parentless(env: Env): Promise<Parents> {
   const parent = {} as Record<SideId, string>;
   const keys: Record<SideId, string[]> = { direct: [], ctrd: [], ref: [] };
   log(`parentless Prepare ×${countsText(N.parentless)} (direct/ctrd/ref, interleaved)`);
-  const xs = await interleaved(env, N.parentless, async (side) => {
-    const k = key(side, "root");
-    keys[side.id].push(k);
-    await prepare(side, k);
-  });
+  const floorIds: number[] = [];
+  const xs = await interleaved(
+    env,
+    N.parentless,
+    async (side) => {
+      const k = key(side, "root");
+      keys[side.id].push(k);
+      await prepare(side, k);
+    },
+    { count: N.floor.parentless, fn: () => floorIds.push(env.floor.prepare(env.floor.base)) },
+  );
+  for (const id of floorIds) env.floor.remove(id, true);
+  cells.floor = cell(stats(xs.floor));
   for (const side of env.sides) {
     cells[side.id] = cell(stats(xs[side.id]));
     // The last one becomes the committed parent of the following rows.
@@ -402,12 +416,24 @@ async function childRows(env: Env, p: Parents): Promise<void> {
 
   log(`child Prepare, then Remove ×${countsText(count)} (interleaved)`);
   const children: Record<SideId, string[]> = { direct: [], ctrd: [], ref: [] };
-  const px = await interleaved(env, count, async (s) => {
-    const k = key(s, "child");
-    children[s.id].push(k);
-    await prepare(s, k, p.parent[s.id]);
+  const fl = env.floor;
+  const floorKids: number[] = [];
+  const px = await interleaved(
+    env,
+    count,
+    async (s) => {
+      const k = key(s, "child");
+      children[s.id].push(k);
+      await prepare(s, k, p.parent[s.id]);
+    },
+    { count: N.floor.child, fn: () => floorKids.push(fl.prepare(fl.parent)) },
+  );
+  const rx = await interleaved(env, count, async (s, i) => remove(env, s, children[s.id][i]!), {
+    count: floorKids.length,
+    fn: (i) => fl.remove(floorKids[i]!, true),
   });
-  const rx = await interleaved(env, count, async (s, i) => remove(env, s, children[s.id][i]!));
+  prep.floor = cell(stats(px.floor));
+  rem.floor = cell(stats(rx.floor));
   for (const id of ["direct", "ctrd", "ref"] as const) {
     prep[id] = cell(stats(px[id]));
     rem[id] = cell(stats(rx[id]), side(id).ctrd ? "Remove + containerd GC (sync)" : undefined);
@@ -415,11 +441,19 @@ async function childRows(env: Env, p: Parents): Promise<void> {
 
   log(`View ×${countsText(N.view)} (interleaved)`);
   const views: Record<SideId, string[]> = { direct: [], ctrd: [], ref: [] };
-  const vx = await interleaved(env, N.view, async (s) => {
-    const k = key(s, "view");
-    views[s.id].push(k);
-    await view(s, k, p.parent[s.id]);
-  });
+  const floorViews: number[] = [];
+  const vx = await interleaved(
+    env,
+    N.view,
+    async (s) => {
+      const k = key(s, "view");
+      views[s.id].push(k);
+      await view(s, k, p.parent[s.id]);
+    },
+    { count: N.floor.view, fn: () => floorViews.push(fl.prepare(fl.parent)) },
+  );
+  for (const id of floorViews) fl.remove(id, true);
+  vw.floor = cell(stats(vx.floor));
   for (const s of env.sides) {
     vw[s.id] = cell(stats(vx[s.id]));
     await removeAll(env, s, views[s.id]);
@@ -434,12 +468,20 @@ async function childRows(env: Env, p: Parents): Promise<void> {
       await prepare(s, k, p.parent[s.id]);
     }
   }
+  const floorActive = Array.from({ length: N.floor.commit }, () => fl.prepare(fl.parent));
   const committed: Record<SideId, string[]> = { direct: [], ctrd: [], ref: [] };
-  const cx = await interleaved(env, N.commit, async (s, i) => {
-    const name = `committed-${active[s.id][i]!}`;
-    committed[s.id].push(name);
-    await commit(s, name, active[s.id][i]!);
-  });
+  const cx = await interleaved(
+    env,
+    N.commit,
+    async (s, i) => {
+      const name = `committed-${active[s.id][i]!}`;
+      committed[s.id].push(name);
+      await commit(s, name, active[s.id][i]!);
+    },
+    { count: floorActive.length, fn: (i) => fl.commit(floorActive[i]!) },
+  );
+  for (const id of floorActive) fl.remove(id, false);
+  cm.floor = cell(stats(cx.floor));
   for (const s of env.sides) {
     cm[s.id] = cell(stats(cx[s.id]));
     await removeAll(env, s, committed[s.id]);
@@ -465,7 +507,13 @@ async function readRows(env: Env, p: Parents): Promise<void> {
   log(`Mounts, Stat ×${countsText(N.read)}, Usage ×${countsText(N.usage)} (interleaved)`);
   const mx = await interleaved(env, N.read, async (s) => void (await s.client.mounts({ snapshotter: s.snapshotter, key: keys[s.id] })));
   const sx = await interleaved(env, N.read, async (s) => void (await s.client.stat({ snapshotter: s.snapshotter, key: keys[s.id] })));
-  const ux = await interleaved(env, N.usage, async (s) => void (await s.client.usage({ snapshotter: s.snapshotter, key: keys[s.id] })));
+  const fid = env.floor.prepare(env.floor.parent);
+  const ux = await interleaved(env, N.usage, async (s) => void (await s.client.usage({ snapshotter: s.snapshotter, key: keys[s.id] })), {
+    count: N.floor.usage,
+    fn: () => env.floor.usage(fid),
+  });
+  env.floor.remove(fid, true);
+  us.floor = cell(stats(ux.floor));
   for (const side of env.sides) {
     mo[side.id] = cell(stats(mx[side.id]));
     st[side.id] = cell(stats(sx[side.id]));
@@ -502,7 +550,8 @@ async function listRows(env: Env, p: Parents): Promise<Cell | undefined> {
 /** List over 10,000 snapshots: thinsnap's snapshotter + store + gRPC over the fake pool (List never touches the pool). */
 async function list10k(env: Env): Promise<void> {
   const sock = `/run/bench-list/list.sock`;
-  const db = `${env.dir}/list10k.db`;
+  // On tmpfs: filling 10,000 rows with a durable commit each on the emulated disk takes minutes; List reads the page cache either way.
+  const db = `/run/bench-list/list10k.db`;
   rmSync(db, { force: true });
   mkdirSync("/run/bench-list", { recursive: true });
   const d = startDaemon("list-server", [process.execPath, `${REPO}/bench/fake-server.ts`, "fake-pool", sock, db], `${env.dir}/list-server.log`);
@@ -532,7 +581,8 @@ async function list10k(env: Env): Promise<void> {
     direct: cell(stats(xs), "fake pool"),
   });
   r.notes.push(
-    `thinsnap's snapshotter, SQLite store and gRPC server in their own process over the in-memory fake pool (List never touches the pool); ` +
+    `thinsnap's snapshotter, SQLite store and gRPC server in their own process over the in-memory fake pool (List never touches the pool), ` +
+      `the database on the guest's tmpfs (filling it is not measured); ` +
       `the reference is not run at this size (containerd's List calls the snapshotter's Stat once per snapshot). ` +
       `Unfiltered List of all ${total}: median ${fmtMs(stats(all).median)}. That server's VmRSS with ${total} snapshots: ${(rss / 1024).toFixed(0)} MiB.`,
   );
@@ -567,7 +617,7 @@ async function chain(side: Side, layers: number, first: string, tag: string, ph:
   return names;
 }
 
-async function chainRows(env: Env, floor: FloorResults | null): Promise<void> {
+async function chainRows(env: Env): Promise<void> {
   const cells: Row["cells"] = {};
   const reps = { direct: N.chain.direct, ctrd: N.chain.ctrd, ref: N.chain.ref };
   log(`layer chains of ${N.chain.layers} ×${countsText(reps)} (interleaved)`);
@@ -577,9 +627,16 @@ async function chainRows(env: Env, floor: FloorResults | null): Promise<void> {
     ref: { prepare: 0, io: 0, commit: 0 },
   };
   const made: Record<SideId, string[][]> = { direct: [], ctrd: [], ref: [] };
-  const xs = await interleaved(env, reps, async (side) => {
-    made[side.id].push(await chain(side, N.chain.layers, "", "chain", ph[side.id]));
-  });
+  const floorChains: number[][] = [];
+  const xs = await interleaved(
+    env,
+    reps,
+    async (side) => {
+      made[side.id].push(await chain(side, N.chain.layers, "", "chain", ph[side.id]));
+    },
+    { count: N.floor.chains, fn: async () => void floorChains.push(await env.floor.chain(N.chain.layers)) },
+  );
+  for (const ids of floorChains) for (const id of [...ids].reverse()) env.floor.remove(id, false);
   for (const side of env.sides) {
     for (const names of made[side.id]) await removeAll(env, side, names);
     const r = reps[side.id];
@@ -587,7 +644,7 @@ async function chainRows(env: Env, floor: FloorResults | null): Promise<void> {
     phases[`chain/${side.id}`] = { prepareMs: x.prepare / r, mountWriteUmountMs: x.io / r, commitMs: x.commit / r };
     cells[side.id] = cell(stats(xs[side.id]));
   }
-  if (floor) cells.floor = cell(floor.chain);
+  cells.floor = cell(stats(xs.floor));
   const r = row("chain", `Layer chain: ${N.chain.layers} × (Prepare, mount, write ${FILES_PER_LAYER}×${FILE_BYTES / 1024} KiB, umount, Commit), total`, "ms", cells);
   r.notes.push(
     "The first layer is parentless: the reference runs mkfs.ext4 on it (containerd 1.6 devmapper formats every parentless device). " +
@@ -767,6 +824,8 @@ Generated by \`npm run bench\` (bench/run → bench/bench.ts in the qemu guest) 
 
 **Emulation.** Everything ran in one boot of a qemu guest under TCG (software CPU emulation, no KVM): guest kernel ${machine.guestKernel},
 ${machine.guestCpus} vCPUs (${machine.guestCpu}), ${machine.guestMemMiB} MiB; host: ${machine.hostCpu}, ${machine.hostCpus} CPUs, kernel ${machine.hostKernel}, ${machine.qemu}.
+The host's load average when the run started was ${machine.hostLoad} (other work on the same host, e.g. other guests, slows
+the guest unevenly: every row's samples of all columns, floor included, are interleaved over the row's duration so that they share it).
 Absolute times are those of an emulated CPU, many times a real host's, and syscalls/ioctls/process start-up are
 slowed more than plain computation. **The claim is the ratios within this one run**, where both snapshotters saw the same guest, kernel and disk.
 
@@ -829,31 +888,18 @@ async function main(): Promise<void> {
   const machine = machineInfo();
   log(`scale ${SCALE}; ${JSON.stringify(N)}`);
   const env = await setup();
-  let floor: FloorResults | null = null;
   try {
     await Bun.sleep(2000);
     idleRss = Math.max(procStatusKiB(env.thinsnap.pid), procStatusKiB(env.thinsnapProxied.pid));
     const rssRow = row("rss-idle", "thinsnap VmRSS, idle", "MiB", {});
     const p = await parentless(env);
-    if (want("floor")) {
-      log("floor");
-      const fc = N.floor;
-      floor = await measureFloor(env.floorPool, GEOMETRY.baseImageBytes, { ...fc, layers: N.chain.layers }, log);
-    }
     const pre = rows.find((r) => r.id === "prepare-root")!;
-    if (floor) pre.cells.floor = cell(floor.parentlessPrepare);
     targetFaster(pre, 50);
     targetFloor(pre, 1.5);
-    if (want("profile")) prof = await profile(env.floorPool, `${env.dir}/profile`, N.profile, log);
+    if (want("profile")) prof = await profile("bench-prof", `${env.dir}/profile`, N.profile, log);
     if (want("child")) {
       await childRows(env, p);
       const byId = (id: string): Row => rows.find((r) => r.id === id)!;
-      if (floor) {
-        byId("prepare-child").cells.floor = cell(floor.childPrepare);
-        byId("view").cells.floor = cell(floor.view);
-        byId("commit").cells.floor = cell(floor.commit);
-        byId("remove").cells.floor = cell(floor.remove);
-      }
       for (const id of ["prepare-child", "commit", "remove"]) {
         targetFaster(byId(id), 5);
         targetFloor(byId(id), 1.5);
@@ -861,11 +907,10 @@ async function main(): Promise<void> {
     }
     if (want("read")) {
       await readRows(env, p);
-      if (floor) rows.find((r) => r.id === "usage")!.cells.floor = cell(floor.usage);
     }
     if (want("list")) await listRows(env, p);
     if (want("list10k")) await list10k(env);
-    if (want("chain")) await chainRows(env, floor);
+    if (want("chain")) await chainRows(env);
     if (want("conc")) await concurrency(env, p);
     if (want("image")) await imageRows(env);
     hwmRss = Math.max(procStatusKiB(env.thinsnap.pid, "VmHWM"), procStatusKiB(env.thinsnapProxied.pid, "VmHWM"));
@@ -888,6 +933,7 @@ async function main(): Promise<void> {
   const totalMs = now() - T_START;
   process.stdout.write(`\n${renderTable()}\n\n`);
   for (const r of rows) for (const t of r.targets) process.stdout.write(`${t.pass ? "PASS" : "MISS"}  ${r.label}: ${t.text} (${t.detail})\n`);
+  process.stdout.write(`\n${renderProfile()}\n`);
   process.stdout.write(`\nidle RSS ${(idleRss / 1024).toFixed(1)} MiB, load RSS ${(concurrentRss / 1024).toFixed(1)} MiB, VmHWM ${(hwmRss / 1024).toFixed(1)} MiB; total ${(totalMs / 60000).toFixed(1)} min\n`);
   if (WRITE_OUT) {
     writeFileSync(`${REPO}/BENCHMARKS.md`, report(machine, totalMs));
