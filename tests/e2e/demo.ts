@@ -42,6 +42,8 @@ export interface DemoOptions {
   print?: (line: string) => void;
   /** Keep the working directory (logs) after the demo. */
   keepLogs?: boolean;
+  /** On SIGINT/SIGTERM: clean up (daemons, pool), then exit 130 (the CLI sets this). */
+  handleSignals?: boolean;
 }
 
 export interface DemoStep {
@@ -137,6 +139,55 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     return st;
   }
 
+  let cleaning: Promise<void> | null = null;
+  /** Stops the daemons and destroys the pool; runs once (a signal may start it early). */
+  function cleanup(): Promise<void> {
+    cleaning ??= (async () => {
+      const cleanupErrors: string[] = [];
+      const cc = c as Containerd | null;
+      if (cc) {
+        const tasks = await cc.ctr("tasks", "ls", "-q");
+        for (const id of tasks.stdout.split("\n").filter((x) => x !== "")) {
+          await cc.ctr("tasks", "kill", "-s", "SIGKILL", id);
+          await cc.ctr("tasks", "rm", "-f", id);
+        }
+        const code = await cc.stop();
+        print(`           containerd exited ${code}`);
+        if (code !== 0) cleanupErrors.push(`containerd exited ${code}`);
+      }
+      const dd = d as Thinsnapd | null;
+      if (dd) {
+        const code = await dd.stop();
+        print(`           thinsnap exited ${code}`);
+        if (code !== 0) cleanupErrors.push(`thinsnap exited ${code}`);
+      }
+      if (poolMade) {
+        const r = await destroyFilePool(poolName, { deleteFiles: true, binary: o.binary }).catch((e: Error) => {
+          cleanupErrors.push(e.message);
+          return null;
+        });
+        if (r) indent(r.stdout);
+      }
+      if (!o.keepLogs) rmSync(dir, { recursive: true, force: true });
+      else print(`           logs kept in ${dir}`);
+      if (cleanupErrors.length) throw new Error(cleanupErrors.join("; "));
+    })();
+    return cleaning;
+  }
+  let interrupted = false;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    interrupted = true;
+    print(`${stamp()} ${sig}: interrupted, cleaning up`);
+    cleanup().then(
+      () => process.exit(130),
+      (e: Error) => {
+        print(`cleanup: ${e.message}`);
+        process.exit(130);
+      },
+    );
+  };
+  if (o.handleSignals) for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, onSignal);
+
   print(`thinsnap end-to-end demo: containerd ${containerdInstalled() ? "1.6 (/usr/bin/containerd)" : "(missing!)"}, ` +
     `thinsnap = ${thinsnapCommand(o.binary).join(" ")}, work dir ${dir}`);
   try {
@@ -205,10 +256,10 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     await step("containerd's GC removes the snapshots from thinsnap; the pool is back to its start", async () => {
       let left = -1;
       const empty = async (): Promise<boolean> => (left = (await backendSnapshots(d!.address)).length) === 0;
-      const gone = await waitFor("GC", empty, { timeoutMs: 15_000, intervalMs: 250 }).then(() => true, () => false);
+      const gone = await waitFor("GC", empty, { timeoutMs: 10_000, intervalMs: 250 }).then(() => true, () => false);
       if (!gone) {
         // containerd 1.6's GC scheduler can drop a deletion event (see Containerd.gc)
-        print(`           ${left} snapshot(s) still in thinsnap after 15 s: forcing a containerd GC (ctr leases delete --sync)`);
+        print(`           ${left} snapshot(s) still in thinsnap after 10 s: forcing a containerd GC (ctr leases delete --sync)`);
         await c!.gc();
         await waitFor("GC of all snapshots", empty, { timeoutMs: 30_000, intervalMs: 250 }).catch((e: Error) => {
           throw new Error(`${e.message} (${left} snapshots left in thinsnap)`);
@@ -229,45 +280,17 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
   } catch (e) {
     result.error = e instanceof Error ? e.message : String(e);
     print(`${stamp()} FAILED: ${result.error}`);
-    if (d) print(`---- thinsnap log (tail) ----\n${(d as Thinsnapd).logs().split("\n").slice(-40).join("\n")}`);
-    if (c) print(`---- containerd log (tail) ----\n${(c as Containerd).logs().split("\n").slice(-40).join("\n")}`);
+    if (d && !interrupted) print(`---- thinsnap log (tail) ----\n${(d as Thinsnapd).logs().split("\n").slice(-40).join("\n")}`);
+    if (c && !interrupted) print(`---- containerd log (tail) ----\n${(c as Containerd).logs().split("\n").slice(-40).join("\n")}`);
   }
 
   // Cleanup runs whatever happened above.
   n = TOTAL - 1;
-  const cleanupErrors: string[] = [];
-  await step("clean up: stop containerd and thinsnap, destroy the pool", async () => {
-    const cc = c as Containerd | null;
-    if (cc) {
-      const tasks = await cc.ctr("tasks", "ls", "-q");
-      for (const id of tasks.stdout.split("\n").filter((x) => x !== "")) {
-        await cc.ctr("tasks", "kill", "-s", "SIGKILL", id);
-        await cc.ctr("tasks", "rm", "-f", id);
-      }
-      const code = await cc.stop();
-      print(`           containerd exited ${code}`);
-      if (code !== 0) cleanupErrors.push(`containerd exited ${code}`);
-    }
-    const dd = d as Thinsnapd | null;
-    if (dd) {
-      const code = await dd.stop();
-      print(`           thinsnap exited ${code}`);
-      if (code !== 0) cleanupErrors.push(`thinsnap exited ${code}`);
-    }
-    if (poolMade) {
-      const r = await destroyFilePool(poolName, { deleteFiles: true, binary: o.binary }).catch((e: Error) => {
-        cleanupErrors.push(e.message);
-        return null;
-      });
-      if (r) indent(r.stdout);
-    }
-    if (!o.keepLogs) rmSync(dir, { recursive: true, force: true });
-    else print(`           logs kept in ${dir}`);
-    if (cleanupErrors.length) throw new Error(cleanupErrors.join("; "));
-  }).catch((e: Error) => {
+  await step("clean up: stop containerd and thinsnap, destroy the pool", cleanup).catch((e: Error) => {
     result.error ??= `cleanup: ${e.message}`;
     print(`${stamp()} FAILED: cleanup: ${e.message}`);
   });
+  if (o.handleSignals) for (const sig of ["SIGINT", "SIGTERM"] as const) process.off(sig, onSignal);
 
   result.totalMs = performance.now() - t0;
   result.ok = result.error === null;
@@ -301,7 +324,7 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
   }
-  const r = await runDemo(o);
+  const r = await runDemo({ ...o, handleSignals: true });
   return r.ok ? 0 : 1;
 }
 
