@@ -4,7 +4,7 @@ import { loadConfig, type Config, type ConfigOverrides, type LogFormat, type Log
 import { createLogger, type Logger } from "../log.ts";
 import { startServer } from "../rpc/server.ts";
 import { createSnapshotsService } from "../rpc/service.ts";
-import { formatDevice } from "../snapshotter/mkfs.ts";
+import { formatDevice, unmountStaleBaseMounts } from "../snapshotter/mkfs.ts";
 import { ThinSnapshotter } from "../snapshotter/snapshotter.ts";
 import { Store } from "../store/store.ts";
 import { sdNotify } from "../sys/sd-notify.ts";
@@ -67,6 +67,7 @@ export async function serve(p: Parsed): Promise<number> {
     pool: cfg.poolName,
   });
   const pool = poolFromConfig(dm, cfg, log);
+  for (const m of unmountStaleBaseMounts()) log.warn("unmounted a base mount left by a killed thinsnap", { mount: m });
   const store = Store.open(`${cfg.rootPath}/metadata.db`);
   let sn: ThinSnapshotter;
   try {

@@ -3,10 +3,12 @@
  * base (not per snapshot). lost+found is removed here, once, so that
  * parentless snapshots start empty without a temporary mount per Prepare.
  */
-import { mkdtempSync, rmdirSync, existsSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmdirSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { mount, umount } from "../sys/libc.ts";
+
+const TEMP_MOUNT_PREFIX = "thinsnap-base-";
 
 /** containerd's devmapper default for ext4 when fs_options is empty. */
 export const DEFAULT_EXT_OPTIONS = "nodiscard,lazy_itable_init=0,lazy_journal_init=0";
@@ -38,7 +40,7 @@ export async function formatDevice(devicePath: string, fsType: string, fsOptions
 }
 
 function removeLostFound(devicePath: string, fsType: string): void {
-  const dir = mkdtempSync(join(tmpdir(), "thinsnap-base-"));
+  const dir = mkdtempSync(join(tmpdir(), TEMP_MOUNT_PREFIX));
   mount(devicePath, dir, fsType);
   try {
     if (existsSync(join(dir, "lost+found"))) rmdirSync(join(dir, "lost+found"));
@@ -46,4 +48,22 @@ function removeLostFound(devicePath: string, fsType: string): void {
     umount(dir);
     rmdirSync(dir);
   }
+}
+
+/**
+ * Unmounts temporary base mounts a killed thinsnap left behind (it died
+ * between mount and umount in removeLostFound): they would keep the
+ * half-made base device busy forever. Returns the mount points removed.
+ */
+export function unmountStaleBaseMounts(mountinfo = "/proc/self/mountinfo"): string[] {
+  const prefix = join(tmpdir(), TEMP_MOUNT_PREFIX);
+  const stale = readFileSync(mountinfo, "utf8")
+    .split("\n")
+    .map((l) => l.split(" ")[4] ?? "")
+    .filter((m) => m.startsWith(prefix));
+  for (const m of stale) {
+    umount(m);
+    rmdirSync(m);
+  }
+  return stale;
 }

@@ -112,7 +112,12 @@ export class ThinSnapshotter implements Snapshotter {
   async usage(key: string): Promise<Usage> {
     this.assertOpen();
     const row = this.mustGet(key);
-    const parentMapped = row.parentId === null ? 0n : (this.store.getSnapshotById(row.parentId)?.mappedBytes ?? 0n);
+    // A parentless snapshot starts as a copy of the base: its filesystem's
+    // own blocks are not the snapshot's usage.
+    const parentMapped =
+      row.parentId === null
+        ? BigInt(this.store.getMeta("base_mapped_bytes") ?? "0")
+        : (this.store.getSnapshotById(row.parentId)?.mappedBytes ?? 0n);
     let mapped: bigint;
     if (row.kind === "committed") {
       mapped = row.mappedBytes ?? 0n;
@@ -492,12 +497,14 @@ export class ThinSnapshotter implements Snapshotter {
       return d;
     });
     killPoint("base.after-intent");
+    let baseMapped = 0n;
     try {
       this.pool.createThin(dev.thinId);
       this.pool.activate(dev.dmName, dev.thinId, dev.sizeBytes);
       await this.deps.format(`/dev/mapper/${dev.dmName}`, dev.fsType, this.opts.fsOptions);
       killPoint("base.after-format");
       this.pool.fsyncDevice(dev.dmName);
+      baseMapped = this.pool.mappedBytes(dev.dmName);
       this.pool.deactivate(dev.dmName, { retry: true });
     } catch (e) {
       this.rollbackCreate(dev, e);
@@ -508,6 +515,7 @@ export class ThinSnapshotter implements Snapshotter {
       this.store.setDeviceState(dev.thinId, "ready");
       this.store.setDeviceActive(dev.thinId, false);
       this.store.setMeta("base_config", want);
+      this.store.setMeta("base_mapped_bytes", String(baseMapped));
     });
     this.base = { ...dev, state: "ready", active: false };
     this.log.info("base device ready", {
