@@ -1,6 +1,6 @@
 /** sd_notify over a real unix datagram socket (python3 plays systemd's end). */
 import { expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { sdNotify, sockaddrUn } from "../../src/sys/sd-notify.ts";
@@ -24,26 +24,17 @@ test("no NOTIFY_SOCKET: nothing is sent", () => {
 test.skipIf(!hasPython)("READY=1 reaches the notify socket", async () => {
   const dir = mkdtempSync(join(tmpdir(), "thinsnap-notify-"));
   const sock = join(dir, "notify");
-  const py = Bun.spawn(
-    [
-      "python3",
-      "-c",
-      "import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(sys.argv[1])\nprint('ready',flush=True)\ns.settimeout(10)\nprint(s.recv(100).decode(),flush=True)",
-      sock,
-    ],
-    { stdout: "pipe" },
-  );
-  const reader = py.stdout.getReader();
-  const first = new TextDecoder().decode((await reader.read()).value);
-  expect(first.trim()).toBe("ready");
+  const out = join(dir, "got");
+  const py = Bun.spawn([
+    "python3",
+    "-c",
+    "import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(sys.argv[1])\ns.settimeout(10)\nopen(sys.argv[2],'w').write(s.recv(100).decode())",
+    sock,
+    out,
+  ]);
+  for (let i = 0; i < 200 && !existsSync(sock); i++) await Bun.sleep(10); // bound
   expect(sdNotify("READY=1", { NOTIFY_SOCKET: sock })).toBe(true);
-  let got = "";
-  while (!got.includes("\n")) {
-    const r = await reader.read();
-    if (r.done) break;
-    got += new TextDecoder().decode(r.value);
-  }
-  expect(got.trim()).toBe("READY=1");
-  await py.exited;
+  expect(await py.exited).toBe(0);
+  expect(readFileSync(out, "utf8")).toBe("READY=1");
   rmSync(dir, { recursive: true, force: true });
 });
