@@ -67,7 +67,8 @@ export class Remover {
       if (!isErrno(e, Errno.ENODATA)) throw e;
     }
     killPoint("remove.after-delete");
-    this.store.tx(() => this.store.deleteDevice(dev.thinId));
+    // Not fsynced: if lost (power loss), the redo at start-up gets ENODATA.
+    this.store.txRelaxed(() => this.store.deleteDevice(dev.thinId));
     this.backoff.delete(dev.thinId);
     return true;
   }

@@ -318,7 +318,9 @@ export class ThinSnapshotter implements Snapshotter {
       killPoint("prepare.after-create-snap");
       this.pool.activate(dev.dmName, dev.thinId, dev.sizeBytes);
       killPoint("prepare.after-activate");
-      this.store.tx(() => this.store.setDeviceState(dev.thinId, "ready"));
+      // Not fsynced: lost only on power loss, where reconcile then rolls the
+      // Prepare back cleanly (the intent row above was durable).
+      this.store.txRelaxed(() => this.store.setDeviceState(dev.thinId, "ready"));
       killPoint("prepare.after-ready");
     } catch (e) {
       this.rollbackCreate(dev, e);

@@ -139,6 +139,21 @@ export class Store {
     return this.db.transaction(fn).immediate();
   }
 
+  /**
+   * A transaction whose commit is not fsynced (synchronous=NORMAL for it):
+   * it survives a killed process (the WAL is in the page cache) but may be
+   * lost on power loss. Only for "result" records whose loss start-up
+   * reconciliation turns into a clean roll-back or an idempotent redo.
+   */
+  txRelaxed<T>(fn: () => T): T {
+    this.db.exec("PRAGMA synchronous = NORMAL");
+    try {
+      return this.tx(fn);
+    } finally {
+      this.db.exec("PRAGMA synchronous = FULL");
+    }
+  }
+
   getMeta(key: string): string | null {
     const r = this.db.query<{ value: string }, [string]>("SELECT value FROM meta WHERE key = ?").get(key);
     return r ? r.value : null;
