@@ -7,6 +7,7 @@
 import { Database } from "bun:sqlite";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
+import * as net from "node:net";
 import * as path from "node:path";
 import { poolThinIds } from "../../src/cli/check.ts";
 import { thinDevicesOfPool } from "../../src/cli/pool.ts";
@@ -163,7 +164,13 @@ export class Daemon {
   /** Resolves true once "serving" was logged, false if the process exited first or on timeout. */
   async waitReady(timeoutMs: number): Promise<boolean> {
     const t0 = performance.now();
+    // Above log level info there is no "serving" line: then the socket answering is the sign.
+    const quiet = this.config.logLevel === "warn" || this.config.logLevel === "error";
     while (!this.ready && this.running && performance.now() - t0 < timeoutMs) {
+      if (quiet && (await connectable(this.config.address)) && this.running) {
+        this.ready = true;
+        break;
+      }
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, 50);
         this.readyWaiters.push(() => {
@@ -249,6 +256,18 @@ export class Daemon {
     }
     if (buf !== "") this.lines.push(buf);
   }
+}
+
+/** True if something accepts connections on the unix socket. */
+function connectable(sock: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(sock);
+    s.once("connect", () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once("error", () => resolve(false));
+  });
 }
 
 /** key=value fields of a text-format log line (values may be JSON-quoted). */
