@@ -41,8 +41,20 @@ function describe(err: unknown): string {
 export function toConnectError(err: unknown, what: string): ConnectError {
   // Already mapped (validation done in the RPC layer): keep code and cause.
   if (err instanceof ConnectError) {
-    return new ConnectError(`${what}: ${err.rawMessage}`, err.code, err.metadata, undefined, err.cause);
+    return new ConnectError(bounded(`${what}: ${err.rawMessage}`), err.code, err.metadata, undefined, err.cause);
   }
   const code = err instanceof SnapshotterError ? connectCode(err.code) : Code.Internal;
-  return new ConnectError(`${what}: ${describe(err)}`, code, undefined, undefined, err);
+  return new ConnectError(bounded(`${what}: ${describe(err)}`), code, undefined, undefined, err);
+}
+
+/**
+ * The message travels in the grpc-message trailer: a key of up to a few MiB
+ * quoted twice would overflow HTTP/2's header frame and turn a NotFound into
+ * a stream error. Long messages keep their head and tail.
+ */
+export const MAX_MESSAGE_CHARS = 4096;
+function bounded(msg: string): string {
+  if (msg.length <= MAX_MESSAGE_CHARS) return msg;
+  const half = MAX_MESSAGE_CHARS / 2 - 16;
+  return `${msg.slice(0, half)} …(${msg.length - 2 * half} chars)… ${msg.slice(-half)}`;
 }

@@ -41,6 +41,15 @@ const silent: RpcLogger = { debug() {}, error() {} };
 
 /** containerd sends List results in blocks of 100 (service.go). */
 export const LIST_BATCH_SIZE = 100;
+/** …and we also cap a block's size well under the 16 MiB message limit. */
+export const LIST_BATCH_BYTES = 4 * 1024 * 1024;
+
+/** An upper estimate of an Info's encoded size (strings plus framing). */
+function infoBytes(info: ProtoInfo): number {
+  let n = 64 + Buffer.byteLength(info.name ?? "") + Buffer.byteLength(info.parent ?? "");
+  for (const [k, v] of Object.entries(info.labels ?? {})) n += 16 + Buffer.byteLength(k) + Buffer.byteLength(v);
+  return n;
+}
 
 
 const KINDS: Record<Kind, ProtoKind> = {
@@ -208,11 +217,27 @@ async function* listInBatches(
     if (ce.code === Code.Internal) log.error(ce.rawMessage, { op: "list", cause: errorText(err) });
     throw ce;
   }
-  for (let i = 0; i < all.length; i += LIST_BATCH_SIZE) {
-    // Client went away or the server is shutting down: stop producing, and
-    // fail rather than end cleanly -- a cut list must not look complete.
+  // Batches of at most 100 Infos, and of at most LIST_BATCH_BYTES: labels
+  // can legally make single Infos MiBs large, and one oversized batch would
+  // break List for every client.
+  let batch: ProtoInfo[] = [];
+  let bytes = 0;
+  for (const info of all) {
+    const size = infoBytes(info);
+    if (batch.length > 0 && (batch.length >= LIST_BATCH_SIZE || bytes + size > LIST_BATCH_BYTES)) {
+      // Client went away or the server is shutting down: stop producing, and
+      // fail rather than end cleanly -- a cut list must not look complete.
+      if (ctx.signal.aborted) throw abortReason(ctx.signal);
+      yield { info: batch };
+      batch = [];
+      bytes = 0;
+    }
+    batch.push(info);
+    bytes += size;
+  }
+  if (batch.length > 0) {
     if (ctx.signal.aborted) throw abortReason(ctx.signal);
-    yield { info: all.slice(i, i + LIST_BATCH_SIZE) };
+    yield { info: batch };
   }
 }
 

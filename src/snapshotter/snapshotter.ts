@@ -165,6 +165,7 @@ export class ThinSnapshotter implements Snapshotter {
 
   async commit(name: string, key: string, opts: SnapshotOpts = {}): Promise<void> {
     this.assertOpen();
+    if (name === "") throw invalidArgument("committed snapshot name must not be empty");
     const labels = withoutEmpty(opts.labels ?? {});
     validateLabels(labels);
     // containerd checks the new name first, then the key, then its kind.
@@ -272,6 +273,8 @@ export class ThinSnapshotter implements Snapshotter {
     attempt = 0,
   ): Promise<Mount[]> {
     this.assertOpen();
+    // containerd's metadata layer refuses empty keys; "" as a name could never be a parent.
+    if (key === "") throw invalidArgument("snapshot key must not be empty");
     validateLabels(rawLabels);
     if (this.store.getSnapshot(key)) throw alreadyExists(`snapshot "${key}" already exists`);
     let parentRow: SnapshotRow | null = null;

@@ -92,6 +92,8 @@ export function describeSemantics(label: string, make: () => Promise<Backend>, e
       await expectCode(sn.stat("nope"), "not_found");
       await expectCode(sn.usage("nope"), "not_found");
       await expectCode(sn.prepare("big", "", { labels: { k: "v".repeat(5000) } }), "invalid_argument");
+      await expectCode(sn.prepare("", ""), "invalid_argument");
+      await expectCode(sn.commit("", "child"), "invalid_argument");
       // failed calls changed nothing
       await expectCode(sn.stat("x1"), "not_found");
       await expectCode(sn.stat("newname"), "not_found");
