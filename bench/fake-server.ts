@@ -12,6 +12,7 @@
  *
  *   bun bench/fake-server.ts fake-pool|memory SOCKET DBFILE
  */
+import { TEST_OPTIONS } from "../tests/shared/options.ts";
 import { startServer } from "../src/rpc/server.ts";
 import { createSnapshotsService } from "../src/rpc/service.ts";
 import { ThinSnapshotter } from "../src/snapshotter/snapshotter.ts";
@@ -32,16 +33,7 @@ async function openThin(): Promise<Snapshotter> {
   // The fake records every call; nobody reads them here.
   setInterval(() => (pool.calls = []), 1000);
   return ThinSnapshotter.open(
-    {
-      poolName: "benchfake",
-      baseImageSize: 10n << 30n,
-      fsType: "ext4",
-      fsOptions: "",
-      asyncRemove: false,
-      discardBlocks: false,
-      minFreeSpace: 0n,
-      minFreeSpacePercent: null,
-    },
+    { ...TEST_OPTIONS, poolName: "benchfake", baseImageSize: 10n << 30n },
     { store: Store.open(dbPath!), pool, format: async () => {} },
   );
 }

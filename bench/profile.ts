@@ -11,6 +11,7 @@
  *
  * direct (the table's column) ≈ rpc + handler.
  */
+import { TEST_OPTIONS } from "../tests/shared/options.ts";
 import { mkdirSync, rmSync } from "node:fs";
 import { DeviceMapper, ThinPool } from "../src/dm/index.ts";
 import { formatDevice } from "../src/snapshotter/mkfs.ts";
@@ -98,16 +99,7 @@ export async function profile(poolName: string, dir: string, count: number, log:
   const store = storeMeter.wrap(Store.open(`${dir}/profile.db`));
   log(`profile: in-process snapshotter on ${poolName} (formats its base)`);
   const sn = await ThinSnapshotter.open(
-    {
-      poolName,
-      baseImageSize: 10n << 30n,
-      fsType: "ext4",
-      fsOptions: "",
-      asyncRemove: false,
-      discardBlocks: false,
-      minFreeSpace: 0n,
-      minFreeSpacePercent: null,
-    },
+    { ...TEST_OPTIONS, poolName, baseImageSize: 10n << 30n },
     { store, pool, format: formatDevice, listDevices: () => dm.list() },
   );
   const ops: Record<string, OpProfile> = {};

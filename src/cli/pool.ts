@@ -157,7 +157,8 @@ fs_type = "ext4"${extra}
 `;
 }
 
-interface PoolReport {
+/** The JSON of `thinsnap pool status --json`. */
+export interface PoolReport {
   pool: string;
   transactionId: string;
   mode: string;

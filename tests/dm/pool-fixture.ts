@@ -2,6 +2,7 @@
  * A file-backed thin-pool made with thinsnap's own binding (loop devices over
  * sparse files in /tmp), and a teardown that leaves nothing behind.
  */
+import { thinDevicesOfPool } from "../../src/cli/pool.ts";
 import { mkdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 import { attachLoop, createPool, detachLoop, DeviceMapper, ThinPool } from "../../src/dm/index.ts";
@@ -48,16 +49,8 @@ export function createTestPool(
   };
 }
 
-/** Thin devices whose table points at the pool (by major:minor). */
-export function thinDevicesOf(dm: DeviceMapper, poolName: string): string[] {
-  const info = dm.info(poolName);
-  if (!info) return [];
-  const mm = `${info.major}:${info.minor}`;
-  return dm.list().filter((n) => {
-    const t = dm.table(n)[0];
-    return t?.type === "thin" && (t.params.startsWith(`${mm} `) || t.params.startsWith(`/dev/mapper/${poolName} `));
-  });
-}
+/** Thin devices whose table points at the pool (the CLI's own lookup). */
+export const thinDevicesOf = thinDevicesOfPool;
 
 export function unmountDevice(dm: DeviceMapper, name: string): void {
   const info = dm.info(name);

@@ -10,6 +10,7 @@
  *   await d.stop();
  *   await destroyFilePool("ts-pool");
  */
+import type { PoolReport } from "../../src/cli/pool.ts";
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
@@ -137,19 +138,8 @@ export async function destroyFilePool(
   return r;
 }
 
-/** The JSON of `thinsnap pool status --json` (see src/cli/pool.ts). */
-export interface PoolStatusReport {
-  pool: string;
-  transactionId: string;
-  mode: string;
-  needsCheck: boolean;
-  blockSize: string;
-  data: { used: string; total: string; usedBytes: string; totalBytes: string; percent: number };
-  metadata: { used: string; total: string; percent: number };
-  activeDevices: string[];
-  snapshots: Record<string, number> | null;
-  devicesByState: Record<string, number> | null;
-}
+/** The JSON of `thinsnap pool status --json`. */
+export type PoolStatusReport = PoolReport;
 
 /** `thinsnap pool status --name N --root R --json`. */
 export async function poolStatus(name: string, root: string, opts: { binary?: string } = {}): Promise<PoolStatusReport> {
