@@ -2,6 +2,8 @@
  * Start-up reconciliation: makes the pool agree with the store after a crash.
  *
  * Every kernel change is preceded by an intent row, so:
+ *  - ids of the reserved window without a row are deleted from the pool
+ *    (a create's intent row a power cut lost, see Store.nextThinIdReserved);
  *  - 'creating' devices are rolled back (their Prepare never returned):
  *    deactivate, delete the thin id (ENODATA = it never landed), drop rows;
  *  - 'deleting' devices are finished (their Remove already returned);
@@ -18,6 +20,7 @@ import type { PoolApi } from "./pool-api.ts";
 
 export interface ReconcileReport {
   rolledBack: number;
+  orphansDeleted: number;
   deleted: number;
   reactivated: number;
   resumed: number;
@@ -36,6 +39,7 @@ export function reconcile(
 ): ReconcileReport {
   const report: ReconcileReport = {
     rolledBack: 0,
+    orphansDeleted: 0,
     deleted: 0,
     reactivated: 0,
     resumed: 0,
@@ -53,6 +57,24 @@ export function reconcile(
       if (!isErrno(e, Errno.ENODATA)) throw e;
     }
   };
+
+  // Ids of the reserved window without a row: a create whose (not fsynced)
+  // intent row a power cut lost. The kernel's create_snap is durable when it
+  // returns, so the pool may hold the id: delete it. Then forget the window.
+  const window = store.reservedThinIds();
+  if (window.length) {
+    for (const id of window) {
+      if (store.getDevice(id)) continue;
+      try {
+        pool.deleteThin(id);
+        report.orphansDeleted++;
+        log.warn("reconcile: deleted a thin id whose create a power cut made the store forget", { thin_id: id });
+      } catch (e) {
+        if (!isErrno(e, Errno.ENODATA)) throw e;
+      }
+    }
+    store.tx(() => store.clearThinIdWindow());
+  }
 
   for (const dev of store.devicesInState("creating")) {
     const info = pool.info(dev.dmName);

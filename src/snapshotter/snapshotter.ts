@@ -295,7 +295,11 @@ export class ThinSnapshotter implements Snapshotter {
     const now = this.now();
     const fsType = origin.fsType;
     const labels = { ...withoutEmpty(rawLabels), [FSTYPE_LABEL]: fsType };
-    const dev = this.store.tx(() => {
+    // The intent row must be durable before the kernel call, unless its id
+    // lies in the reserved window: then start-up deletes the id from the pool
+    // if a power cut lost the row (Store.nextThinIdReserved).
+    const intentTx = this.store.nextThinIdReserved() ? this.store.txRelaxed : this.store.tx;
+    const dev = intentTx.call(this.store, () => {
       const thinId = this.store.allocateThinId();
       const d: DeviceRow = {
         thinId,

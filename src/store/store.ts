@@ -10,6 +10,9 @@ import type { Kind, Labels } from "../snapshotter/types.ts";
 import { SCHEMA, SCHEMA_VERSION } from "./schema.ts";
 import { MAX_THIN_ID } from "../dm/status.ts";
 
+/** Thin ids reserved per durable commit: at most this many delete probes at start-up. */
+export const THIN_ID_WINDOW = 32;
+
 export type DeviceState = "creating" | "ready" | "deleting";
 export type DeviceRole = "base" | "snapshot" | "foreign";
 
@@ -170,20 +173,66 @@ export class Store {
   /**
    * Next free 24-bit thin id, round-robin from the last one handed out so an
    * id is not reused soon after its delete (ids still in the table — even
-   * 'deleting' ones — are never handed out).
+   * 'deleting' ones — are never handed out). Does not change anything.
    */
-  allocateThinId(): number {
+  peekThinId(): number {
     const last = Number(this.getMeta("last_thin_id") ?? "0");
     const used = this.db.query<{ x: number }, [number]>("SELECT 1 AS x FROM devices WHERE thin_id = ?");
     let id = last;
     for (let i = 0; i < MAX_THIN_ID; i++) {
       id = id >= MAX_THIN_ID ? 1 : id + 1;
-      if (!used.get(id)) {
-        this.setMeta("last_thin_id", String(id));
-        return id;
-      }
+      if (!used.get(id)) return id;
     }
     throw new Error("all 16777215 thin device ids are in use");
+  }
+
+  /**
+   * Hands out peekThinId(). An id outside the reserved window opens a new
+   * window of THIN_ID_WINDOW ids starting at it, recorded in the same
+   * transaction, which must then be a durable one (see reservedThinIds).
+   */
+  allocateThinId(): number {
+    const id = this.peekThinId();
+    this.setMeta("last_thin_id", String(id));
+    if (!this.inReservedWindow(id)) {
+      this.setMeta("thin_id_window", `${id}+${THIN_ID_WINDOW}`);
+    }
+    return id;
+  }
+
+  /**
+   * True when the next id is inside the durably recorded window: the
+   * transaction that hands it out (a create's intent row) may skip its fsync.
+   * If a power cut then loses that row while the pool kept the device, start-up
+   * finds the id in the window without a row and deletes it (reconcile), so
+   * the pool never keeps a thin id the store does not know.
+   */
+  nextThinIdReserved(): boolean {
+    return this.inReservedWindow(this.peekThinId());
+  }
+
+  /** The ids of the current window, in allocation order. */
+  reservedThinIds(): number[] {
+    const w = this.getMeta("thin_id_window");
+    const m = w === null ? null : /^(\d+)\+(\d+)$/.exec(w);
+    if (!m) return [];
+    const first = Number(m[1]);
+    const out: number[] = [];
+    for (let i = 0; i < Number(m[2]); i++) out.push(((first - 1 + i) % MAX_THIN_ID) + 1);
+    return out;
+  }
+
+  /** Forgets the window (start-up, once its ids are accounted for): the next create opens a new one. */
+  clearThinIdWindow(): void {
+    this.db.query("DELETE FROM meta WHERE key = 'thin_id_window'").run();
+  }
+
+  private inReservedWindow(id: number): boolean {
+    const w = this.getMeta("thin_id_window");
+    const m = w === null ? null : /^(\d+)\+(\d+)$/.exec(w);
+    if (!m) return false;
+    const offset = (id - Number(m[1]) + MAX_THIN_ID) % MAX_THIN_ID;
+    return offset < Number(m[2]);
   }
 
   insertDevice(d: DeviceRow): void {
