@@ -55,6 +55,8 @@ export interface DaemonConfig {
   socketMode?: string;
   socketGroup?: string;
   logLevel?: "trace" | "debug" | "info" | "warn" | "error";
+  /** A file-backed pool ([pool]): serve creates it, or reloads it from the files after a reboot. */
+  pool?: { dataFile: string; metaFile: string; dataSize: string; metaSize: string };
 }
 
 export function configToml(c: DaemonConfig): string {
@@ -74,6 +76,10 @@ export function configToml(c: DaemonConfig): string {
   lines.push(`min_free_space = ${typeof mfs === "number" ? String(mfs) : q(mfs)}`);
   if (c.socketMode !== undefined) lines.push(`socket_mode = ${q(c.socketMode)}`);
   if (c.socketGroup !== undefined) lines.push(`socket_group = ${q(c.socketGroup)}`);
+  if (c.pool) {
+    lines.push("[pool]", `data_file = ${q(c.pool.dataFile)}`, `meta_file = ${q(c.pool.metaFile)}`);
+    lines.push(`data_size = ${q(c.pool.dataSize)}`, `meta_size = ${q(c.pool.metaSize)}`);
+  }
   return `${lines.join("\n")}\n`;
 }
 
