@@ -298,8 +298,8 @@ export class ThinSnapshotter implements Snapshotter {
     // The intent row must be durable before the kernel call, unless its id
     // lies in the reserved window: then start-up deletes the id from the pool
     // if a power cut lost the row (Store.nextThinIdReserved).
-    const intentTx = this.store.nextThinIdReserved() ? this.store.txRelaxed : this.store.tx;
-    const dev = intentTx.call(this.store, () => {
+    const reserved = this.store.nextThinIdReserved();
+    const intent = (): DeviceRow => {
       const thinId = this.store.allocateThinId();
       const d: DeviceRow = {
         thinId,
@@ -318,7 +318,8 @@ export class ThinSnapshotter implements Snapshotter {
         labels,
       );
       return d;
-    });
+    };
+    const dev = reserved ? this.store.txRelaxed(intent) : this.store.tx(intent);
     killPoint("prepare.after-intent");
     try {
       this.pool.createSnap(dev.thinId, origin.thinId, origin.active ? origin.dmName : null);
@@ -326,7 +327,7 @@ export class ThinSnapshotter implements Snapshotter {
       this.pool.activate(dev.dmName, dev.thinId, dev.sizeBytes);
       killPoint("prepare.after-activate");
       // Not fsynced: lost only on power loss, where reconcile then rolls the
-      // Prepare back cleanly (the intent row above was durable).
+      // Prepare back cleanly (from the intent row, or from the window).
       this.store.txRelaxed(() => this.store.setDeviceState(dev.thinId, "ready"));
       killPoint("prepare.after-ready");
     } catch (e) {
