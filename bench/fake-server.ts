@@ -9,9 +9,14 @@
  *   memory: the in-memory snapshotter (tests/fakes/memory-snapshotter.ts): no
  *     store, no pool, so a call costs only gRPC (client + server), for the
  *     profile.
+ *   h2: no Connect either: bare node:http2 answering every request with a
+ *     canned gRPC reply (an empty message, status 0), for the profile's
+ *     "what does Connect's server side cost" row.
  *
- *   bun bench/fake-server.ts fake-pool|memory SOCKET DBFILE
+ *   bun bench/fake-server.ts fake-pool|memory|h2 SOCKET DBFILE
  */
+import * as http2 from "node:http2";
+import { rmSync } from "node:fs";
 import { TEST_OPTIONS } from "../tests/shared/options.ts";
 import { startServer } from "../src/rpc/server.ts";
 import { createSnapshotsService } from "../src/rpc/service.ts";
@@ -22,9 +27,25 @@ import { MemorySnapshotter } from "../tests/fakes/memory-snapshotter.ts";
 import type { Snapshotter } from "../src/snapshotter/types.ts";
 
 const [mode, socketPath, dbPath] = process.argv.slice(2);
-if ((mode !== "fake-pool" && mode !== "memory") || !socketPath || !dbPath) {
-  process.stderr.write("usage: bun bench/fake-server.ts fake-pool|memory SOCKET DBFILE\n");
+if ((mode !== "fake-pool" && mode !== "memory" && mode !== "h2") || !socketPath || !dbPath) {
+  process.stderr.write("usage: bun bench/fake-server.ts fake-pool|memory|h2 SOCKET DBFILE\n");
   process.exit(2);
+}
+if (mode === "h2") {
+  rmSync(socketPath, { force: true });
+  const empty = new Uint8Array([0, 0, 0, 0, 0]); // uncompressed, 0 bytes: any message with all fields unset
+  const h2 = http2.createServer((req, res) => {
+    req.resume();
+    req.on("end", () => {
+      res.writeHead(200, { "content-type": "application/grpc+proto" });
+      res.write(empty);
+      res.addTrailers({ "grpc-status": "0" });
+      res.end();
+    });
+  });
+  h2.listen(socketPath, () => process.stdout.write("ready\n"));
+  process.on("SIGTERM", () => process.exit(0));
+  await new Promise(() => {});
 }
 async function openThin(): Promise<Snapshotter> {
   const pool = new FakePool("benchfake");

@@ -85,7 +85,10 @@ export interface OpProfile {
 
 export interface Profile {
   ops: Record<string, OpProfile>;
-  /** Round trip through the gRPC layer alone (memory snapshotter), per method. */
+  /**
+   * Round trip through the gRPC layer alone (memory snapshotter), per method;
+   * "stat-h2": the same client against bare node:http2 (no Connect server).
+   */
   rpc: Record<string, Stats>;
 }
 
@@ -165,5 +168,14 @@ export async function profile(poolName: string, dir: string, count: number, log:
   await rt("commit", (i) => c.commit({ name: `c${i}`, key: `p${i}` }), count * 4);
   await rt("remove", (i) => c.remove({ key: `c${i}` }), count * 4);
   await d.stop();
+
+  log("profile: HTTP/2 alone (bare node:http2, canned reply, same client)");
+  const sock2 = "/run/bench-rpc/h2.sock";
+  const d2 = startDaemon("h2-server", [process.execPath, `${import.meta.dir}/fake-server.ts`, "h2", sock2, `${dir}/unused.db`], `${dir}/h2-server.log`);
+  await waitForSocket(sock2, 120_000, d2);
+  const c2 = snapshotsClient(sock2);
+  await c2.stat({ key: "warm" });
+  await rt("stat-h2", (i) => c2.stat({ key: `p${i}` }), count * 4);
+  await d2.stop();
   return { ops, rpc };
 }
