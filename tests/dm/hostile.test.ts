@@ -49,7 +49,6 @@ const POOL = "tshostile";
  */
 const KNOWN: [RegExp, string][] = [
   [/^list with 21MiB of labels: got ResourceExhausted/, "List batches by count (100), not bytes: big legal label maps push a batch past writeMaxBytes"],
-  [/^stat after a refused 17MiB call, same conn: got Internal/, "after a ResourceExhausted for an oversized request the connection is reset (ENHANCE_YOUR_CALM)"],
   [/^Prepare with an empty key succeeded|^commit to name '': got OK|^Commit to the empty name succeeded/, "empty keys and names are accepted"],
   [/1MiB (key|parent).*NGHTTP2_FRAME_SIZE_ERROR/, "error messages echo the whole key: a 1 MiB key breaks the HTTP/2 trailers"],
 ];
@@ -241,7 +240,18 @@ describe.skipIf(!env.available)("hostile client (real daemon, real pool)", () =>
       // does the refused 17 MiB call spoil its connection for the next call?
       const shared = fresh();
       await typed("prepare 17MiB message (shared conn)", shared.prepare({ key: "h-huge", labels: huge }), [Code.ResourceExhausted]);
-      await typed("stat after a refused 17MiB call, same conn", shared.stat({ key: "h-c" }), ["ok"]);
+      // After refusing it the server closes that connection gracefully
+      // (GOAWAY, NO_ERROR, seen with a frame-logging proxy): grpc-go, i.e.
+      // containerd, just opens a new one (checked by hand: three Stats after
+      // a refused 17 MiB Prepare all succeed), while Bun's http2 client fails
+      // later calls on the old session with ENHANCE_YOUR_CALM locally, never
+      // sending them. So: OK or that client-side error, and a new connection works.
+      const again = await shared.stat({ key: "h-c" }).then(
+        () => "ok",
+        (e: unknown) => ConnectError.from(e).rawMessage,
+      );
+      if (again !== "ok" && !again.includes("ENHANCE_YOUR_CALM")) finding(`stat after a refused 17MiB call, same conn: ${again}`);
+      await typed("stat after a refused 17MiB call, new conn", fresh().stat({ key: "h-c" }), ["ok"]);
       expect(d.running).toBe(true);
       // 7 MiB of legal labels on two snapshots: Stat works, and List (one batch of both)?
       const seven: Record<string, string> = {};
