@@ -7,6 +7,7 @@ import { mkdtempSync, readFileSync, rmdirSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { mount, umount } from "../sys/libc.ts";
+import { killPoint } from "../testing/kill-point.ts";
 
 const TEMP_MOUNT_PREFIX = "thinsnap-base-";
 
@@ -43,6 +44,7 @@ function removeLostFound(devicePath: string, fsType: string): void {
   const dir = mkdtempSync(join(tmpdir(), TEMP_MOUNT_PREFIX));
   mount(devicePath, dir, fsType);
   try {
+    killPoint("base.while-mounted");
     if (existsSync(join(dir, "lost+found"))) rmdirSync(join(dir, "lost+found"));
   } finally {
     umount(dir);

@@ -24,6 +24,7 @@ export const KILL_POINTS = [
   "remove.after-deactivate",
   "remove.after-delete",
   "base.after-intent",
+  "base.while-mounted",
   "base.after-format",
 ] as const;
 export type KillPoint = (typeof KILL_POINTS)[number];

@@ -22,11 +22,13 @@
  * round trip to the host, so a journal line is on the host before the call
  * it describes is sent, and survives the cut).
  */
-import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { spawn } from "node:child_process";
 import { checkConsistency, Daemon, runCheck, type DaemonConfig } from "../lib/daemon-for-reliability.ts";
 import { Code, ConnectError, Kind, listAll, snapshotsClient, type ListedInfo, type SnapshotsClient } from "../lib/client.ts";
 import { deviceMapper } from "../dm/pool-fixture.ts";
+import { run, withMountAsync } from "../lib/proc.ts";
+import type { BootReport } from "./report.ts";
 
 const [stateDir, bootArg, cutArg] = process.argv.slice(2);
 if (!stateDir || bootArg === undefined || cutArg === undefined) {
@@ -53,13 +55,6 @@ const config: DaemonConfig = {
 
 function log(msg: string): void {
   process.stderr.write(`[power boot ${BOOT}] ${msg}\n`);
-}
-
-async function run(cmd: string[]): Promise<string> {
-  const p = Bun.spawn(cmd, { stdout: "pipe", stderr: "pipe" });
-  const [code, out, err] = await Promise.all([p.exited, new Response(p.stdout).text(), new Response(p.stderr).text()]);
-  if (code !== 0) throw new Error(`${cmd.join(" ")}: exit ${code}: ${err}${out}`);
-  return out;
 }
 
 // ---------------------------------------------------------------- journal
@@ -109,25 +104,6 @@ function keyOf(name: string): string {
 
 // ---------------------------------------------------------------- mounts
 
-interface MountSpec {
-  type: string;
-  source: string;
-  options: string[];
-}
-
-async function withMount<T>(m: MountSpec, fn: (dir: string) => T | Promise<T>): Promise<T> {
-  const dir = mkdtempSync("/tmp/tspower-mnt-");
-  const args = ["mount", "-t", m.type];
-  if (m.options.length) args.push("-o", m.options.join(","));
-  await run([...args, m.source, dir]);
-  try {
-    return await fn(dir);
-  } finally {
-    await run(["umount", dir]);
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
-
 function filesIn(dir: string): Record<string, string> {
   const out: Record<string, string> = {};
   for (const f of readdirSync(dir).sort()) if (f.startsWith("f-")) out[f] = readFileSync(`${dir}/${f}`, "utf8");
@@ -135,20 +111,6 @@ function filesIn(dir: string): Record<string, string> {
 }
 
 // ---------------------------------------------------------------- verify
-
-interface BootReport {
-  boot: number;
-  reconcile: Record<string, number> | null;
-  problems: string[];
-  snapshots: { active: number; view: number; committed: number };
-  ackedCommitsChecked: number;
-  filesChecked: number;
-  ackedPreparesKept: number;
-  ackedPreparesRolledBack: number;
-  unackedLanded: number;
-  unackedNotLanded: number;
-  workload?: { calls: number; acked: number; cutAfterMs: number };
-}
 
 const KIND: Record<number, string> = { [Kind.ACTIVE]: "active", [Kind.VIEW]: "view", [Kind.COMMITTED]: "committed" };
 
@@ -236,7 +198,7 @@ async function verify(c: SnapshotsClient, report: BootReport): Promise<void> {
     const vkey = `check-${BOOT}-${s.name}`;
     const mounts = await c.view({ key: vkey, parent: s.name });
     const m = mounts.mounts[0]!;
-    const got = await withMount({ type: m.type, source: m.source, options: m.options }, filesIn);
+    const got = await withMountAsync({ type: m.type, source: m.source, options: m.options }, filesIn);
     await c.remove({ key: vkey });
     const want = Object.keys(expected).sort();
     const have = Object.keys(got).sort();
@@ -287,7 +249,7 @@ async function workload(c: SnapshotsClient, w: Workload): Promise<void> {
         parentOf.set(key, parent); // before the await: the other worker must not remove the parent
         const res = await call({ op: "prepare", key, parent }, () => c.prepare({ key, parent }), w);
         const m = res!.mounts[0]!;
-        await withMount({ type: m.type, source: m.source, options: m.options }, (dir) => {
+        await withMountAsync({ type: m.type, source: m.source, options: m.options }, (dir) => {
           writeFileSync(`${dir}/f-${key}`, content(key));
         });
         if (Math.random() < 0.1) continue; // leave some active

@@ -13,6 +13,7 @@ import { afterAll, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
+import type { BootReport } from "./report.ts";
 
 const REPO = path.resolve(import.meta.dir, "../..");
 const CUTS = process.env.THINSNAP_SOAK === "1" ? 12 : 3;
@@ -22,20 +23,6 @@ const disk = path.join(state, "disk.img");
 afterAll(() => {
   if (process.env.THINSNAP_KEEP_POWER !== "1") rmSync(state, { recursive: true, force: true });
 });
-
-interface BootReport {
-  boot: number;
-  reconcile: Record<string, number> | null;
-  problems: string[];
-  snapshots: { active: number; view: number; committed: number };
-  ackedCommitsChecked: number;
-  filesChecked: number;
-  ackedPreparesKept: number;
-  ackedPreparesRolledBack: number;
-  unackedLanded: number;
-  unackedNotLanded: number;
-  workload?: { cutAfterMs: number };
-}
 
 async function boot(n: number, cutAfterMs: number): Promise<{ rc: number; out: string }> {
   const p = Bun.spawn(
