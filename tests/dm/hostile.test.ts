@@ -42,17 +42,6 @@ import {
 } from "../../src/rpc/gen/containerd/services/snapshots/v1/snapshots_pb.ts";
 
 const POOL = "tshostile";
-/**
- * Findings already reported against src/ (issue 7 report). They are printed,
- * not failed on, so the suite stays green until they are fixed; set
- * THINSNAP_REPRO=1 to fail on them too. Anything else found fails the test.
- */
-const KNOWN: [RegExp, string][] = [
-  [/^list with 21MiB of labels: got ResourceExhausted/, "List batches by count (100), not bytes: big legal label maps push a batch past writeMaxBytes"],
-  [/^Prepare with an empty key succeeded|^commit to name '': got OK|^Commit to the empty name succeeded/, "empty keys and names are accepted"],
-  [/1MiB (key|parent).*NGHTTP2_FRAME_SIZE_ERROR/, "error messages echo the whole key: a 1 MiB key breaks the HTTP/2 trailers"],
-];
-const REPRO = process.env.THINSNAP_REPRO === "1";
 const METHODS: [string, DescMessage][] = [
   ["Prepare", PrepareSnapshotRequestSchema],
   ["View", ViewSnapshotRequestSchema],
@@ -482,13 +471,11 @@ describe.skipIf(!env.available)("hostile client (real daemon, real pool)", () =>
       console.log(`daemon error log lines: ${errors.length}`);
       for (const l of errors.slice(0, 10)) console.log(`  ${l.slice(0, 300)}`);
       console.log(`${findings.length} finding(s), listed above as FINDING lines`);
-      const unknown = findings.filter((f) => REPRO || !KNOWN.some(([re]) => re.test(f)));
-      for (const [re, why] of KNOWN) if (findings.some((f) => re.test(f))) console.log(`KNOWN ISSUE (reported): ${why}`);
       expect(left).toEqual([]);
       expect(r.problems).toEqual([]);
       expect(r.poolIds.length).toBe(1); // the base
       expect(counter.total()).toBeGreaterThanOrEqual(1000);
-      expect(unknown).toEqual([]);
+      expect(findings).toEqual([]); // every finding fails: the ones reported earlier are fixed
       await d.stop();
     },
     300_000,
