@@ -63,6 +63,7 @@ export function reconcile(
   // returns, so the pool may hold the id: delete it. Then forget the window.
   const window = store.reservedThinIds();
   if (window.length) {
+    let unsure = 0;
     for (const id of window) {
       if (store.getDevice(id)) continue;
       try {
@@ -70,10 +71,15 @@ export function reconcile(
         report.orphansDeleted++;
         log.warn("reconcile: deleted a thin id whose create a power cut made the store forget", { thin_id: id });
       } catch (e) {
-        if (!isErrno(e, Errno.ENODATA)) throw e;
+        if (isErrno(e, Errno.ENODATA)) continue;
+        // Not fatal (one id must not keep the daemon down); the window is
+        // kept, so the next start probes it again.
+        unsure++;
+        report.failed++;
+        log.error("reconcile: could not delete a forgotten thin id; will retry at the next start", { thin_id: id, error: String(e) });
       }
     }
-    store.tx(() => store.clearThinIdWindow());
+    if (unsure === 0) store.tx(() => store.clearThinIdWindow());
   }
 
   for (const dev of store.devicesInState("creating")) {

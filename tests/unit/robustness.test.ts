@@ -213,6 +213,26 @@ describe("power cut: creates in the reserved thin-id window", () => {
     again.sn.remover.stop();
   });
 
+  test("a forgotten id the pool refuses to delete does not stop start-up; the next start retries it", async () => {
+    const pool = new FakePool();
+    const store = Store.open(":memory:");
+    const first = await open(pool, store);
+    await first.sn.prepare("a", "");
+    first.sn.remover.stop();
+    const lost = store.peekThinId();
+    pool.thins.set(lost, { mapped: 0n });
+    pool.failNext("delete", Errno.EBUSY);
+    const second = await open(pool, store);
+    expect(second.sn.lastReconcile?.failed).toBe(1);
+    expect(pool.thins.has(lost)).toBe(true);
+    expect(store.reservedThinIds()).toContain(lost); // kept for the next start
+    second.sn.remover.stop();
+    const third = await open(pool, store);
+    expect(third.sn.lastReconcile?.orphansDeleted).toBe(1);
+    expect(pool.thins.has(lost)).toBe(false);
+    third.sn.remover.stop();
+  });
+
   test("the window wraps at the largest thin id", () => {
     const store = Store.open(":memory:");
     store.tx(() => store.setMeta("last_thin_id", String(0xffffff - 2)));
