@@ -161,11 +161,7 @@ describe.skipIf(SKIP !== null)("containerd 1.6 with thinsnap as its proxy snapsh
     for (const m of [...mounted].reverse()) spawnSync("umount", ["-l", m]);
     if (c) {
       // Leave no task behind (a failed test may have left one running).
-      const tasks = await c.ctr("tasks", "ls", "-q");
-      for (const id of tasks.stdout.split("\n").filter((x) => x !== "")) {
-        await c.ctr("tasks", "kill", "-s", "SIGKILL", id);
-        await c.ctr("tasks", "rm", "-f", id);
-      }
+      await c.removeAllTasks();
       const code = await c.stop();
       if (code !== 0) failed = true;
     }

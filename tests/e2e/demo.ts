@@ -146,11 +146,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
       const cleanupErrors: string[] = [];
       const cc = c as Containerd | null;
       if (cc) {
-        const tasks = await cc.ctr("tasks", "ls", "-q");
-        for (const id of tasks.stdout.split("\n").filter((x) => x !== "")) {
-          await cc.ctr("tasks", "kill", "-s", "SIGKILL", id);
-          await cc.ctr("tasks", "rm", "-f", id);
-        }
+        await cc.removeAllTasks();
         const code = await cc.stop();
         print(`           containerd exited ${code}`);
         if (code !== 0) cleanupErrors.push(`containerd exited ${code}`);

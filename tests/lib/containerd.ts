@@ -103,6 +103,8 @@ export interface Containerd {
    * snapshot in the snapshotter until some later deletion.
    */
   gc(): Promise<void>;
+  /** SIGKILLs and deletes every task of the namespace (teardown after a failed test). */
+  removeAllTasks(): Promise<void>;
   /** SIGTERM (then SIGKILL after timeoutMs), waits; returns the exit status. */
   stop(timeoutMs?: number): Promise<number>;
   logs(): string;
@@ -247,6 +249,14 @@ export async function startContainerd(o: ContainerdOptions): Promise<Containerd>
     throw e;
   }
 
+  const removeAllTasks = async (): Promise<void> => {
+    const tasks = await ctr("tasks", "ls", "-q");
+    for (const id of tasks.stdout.split("\n").filter((x) => x !== "")) {
+      await ctr("tasks", "kill", "-s", "SIGKILL", id);
+      await ctr("tasks", "rm", "-f", id);
+    }
+  };
+
   const stop = async (timeoutMs = 20_000): Promise<number> => {
     if (status !== null) return status;
     child.kill("SIGTERM");
@@ -270,6 +280,7 @@ export async function startContainerd(o: ContainerdOptions): Promise<Containerd>
     ctrWith,
     ctrOk,
     gc,
+    removeAllTasks,
     stop,
     logs,
     exited,

@@ -7,12 +7,12 @@
 import { Database } from "bun:sqlite";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import * as net from "node:net";
 import * as path from "node:path";
 import { poolThinIds } from "../../src/cli/check.ts";
 import { thinDevicesOfPool } from "../../src/cli/pool.ts";
 import type { DeviceMapper } from "../../src/dm/device-mapper.ts";
 import { ThinPool } from "../../src/dm/thin-pool.ts";
+import { socketAccepts } from "./thinsnapd.ts";
 
 const REPO = path.resolve(import.meta.dir, "../..");
 const MAIN = path.join(REPO, "src/cli/main.ts");
@@ -173,7 +173,7 @@ export class Daemon {
     // Above log level info there is no "serving" line: then the socket answering is the sign.
     const quiet = this.config.logLevel === "warn" || this.config.logLevel === "error";
     while (!this.ready && this.running && performance.now() - t0 < timeoutMs) {
-      if (quiet && (await connectable(this.config.address)) && this.running) {
+      if (quiet && (await socketAccepts(this.config.address)) && this.running) {
         this.ready = true;
         break;
       }
@@ -262,18 +262,6 @@ export class Daemon {
     }
     if (buf !== "") this.lines.push(buf);
   }
-}
-
-/** True if something accepts connections on the unix socket. */
-function connectable(sock: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect(sock);
-    s.once("connect", () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once("error", () => resolve(false));
-  });
 }
 
 /** key=value fields of a text-format log line (values may be JSON-quoted). */
