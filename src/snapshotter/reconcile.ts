@@ -3,7 +3,7 @@
  *
  * Every kernel change is preceded by an intent row, so:
  *  - ids of the reserved window without a row are deleted from the pool
- *    (a create's intent row a power cut lost, see Store.nextThinIdReserved);
+ *    (a create's intent row a power cut lost, see Store.nextThinId);
  *  - 'creating' devices are rolled back (their Prepare never returned):
  *    deactivate, delete the thin id (ENODATA = it never landed), drop rows;
  *  - 'deleting' devices are finished (their Remove already returned);

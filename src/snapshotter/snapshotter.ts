@@ -297,10 +297,10 @@ export class ThinSnapshotter implements Snapshotter {
     const labels = { ...withoutEmpty(rawLabels), [FSTYPE_LABEL]: fsType };
     // The intent row must be durable before the kernel call, unless its id
     // lies in the reserved window: then start-up deletes the id from the pool
-    // if a power cut lost the row (Store.nextThinIdReserved).
-    const reserved = this.store.nextThinIdReserved();
+    // if a power cut lost the row (Store.nextThinId).
+    const next = this.store.nextThinId();
     const intent = (): DeviceRow => {
-      const thinId = this.store.allocateThinId();
+      const thinId = this.store.takeThinId(next);
       const d: DeviceRow = {
         thinId,
         dmName: `${this.opts.poolName}-snap-${thinId}`,
@@ -319,7 +319,7 @@ export class ThinSnapshotter implements Snapshotter {
       );
       return d;
     };
-    const dev = reserved ? this.store.txRelaxed(intent) : this.store.tx(intent);
+    const dev = next.reserved ? this.store.txRelaxed(intent) : this.store.tx(intent);
     killPoint("prepare.after-intent");
     try {
       this.pool.createSnap(dev.thinId, origin.thinId, origin.active ? origin.dmName : null);

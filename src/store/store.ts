@@ -187,28 +187,32 @@ export class Store {
   }
 
   /**
-   * Hands out peekThinId(). An id outside the reserved window opens a new
-   * window of THIN_ID_WINDOW ids starting at it, recorded in the same
-   * transaction, which must then be a durable one (see reservedThinIds).
+   * The id the next create gets (peekThinId) and whether it lies inside the
+   * durably recorded window: if so, the transaction that takes it (a create's
+   * intent row) may skip its fsync. If a power cut then loses that row while
+   * the pool kept the device, start-up finds the id in the window without a
+   * row and deletes it (reconcile), so the pool never keeps a thin id the
+   * store does not know. Changes nothing.
    */
-  allocateThinId(): number {
+  nextThinId(): { id: number; reserved: boolean } {
     const id = this.peekThinId();
-    this.setMeta("last_thin_id", String(id));
-    if (!this.inReservedWindow(id)) {
-      this.setMeta("thin_id_window", `${id}+${THIN_ID_WINDOW}`);
-    }
-    return id;
+    return { id, reserved: this.inReservedWindow(id) };
   }
 
   /**
-   * True when the next id is inside the durably recorded window: the
-   * transaction that hands it out (a create's intent row) may skip its fsync.
-   * If a power cut then loses that row while the pool kept the device, start-up
-   * finds the id in the window without a row and deletes it (reconcile), so
-   * the pool never keeps a thin id the store does not know.
+   * Hands out `next` (from nextThinId, nothing changed in between). An id
+   * outside the window opens a new window of THIN_ID_WINDOW ids starting at
+   * it, recorded in the same transaction, which must then be a durable one.
    */
-  nextThinIdReserved(): boolean {
-    return this.inReservedWindow(this.peekThinId());
+  takeThinId(next: { id: number; reserved: boolean }): number {
+    this.setMeta("last_thin_id", String(next.id));
+    if (!next.reserved) this.setMeta("thin_id_window", `${next.id}+${THIN_ID_WINDOW}`);
+    return next.id;
+  }
+
+  /** nextThinId + takeThinId, for creates whose transaction is durable anyway. */
+  allocateThinId(): number {
+    return this.takeThinId(this.nextThinId());
   }
 
   /** The ids of the current window, in allocation order. */

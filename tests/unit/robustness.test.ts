@@ -173,6 +173,22 @@ describe("power cut: creates in the reserved thin-id window", () => {
     return n;
   }
 
+  /**
+   * A daemon made snapshot "a" and stopped; then a power cut lost the (not
+   * fsynced) intent row of the next create after the kernel made its device:
+   * the pool has the id, the store does not.
+   */
+  async function forgottenCreate(): Promise<{ pool: FakePool; store: Store; lost: number }> {
+    const pool = new FakePool();
+    const store = Store.open(":memory:");
+    const first = await open(pool, store);
+    await first.sn.prepare("a", "");
+    first.sn.remover.stop();
+    const lost = store.peekThinId();
+    pool.thins.set(lost, { mapped: 0n });
+    return { pool, store, lost };
+  }
+
   test("a Prepare whose id is in the durably reserved window commits without fsync; one window per 32 ids", async () => {
     const { sn, store } = await open();
     store.tx(() => store.clearThinIdWindow()); // as after a restart
@@ -190,16 +206,8 @@ describe("power cut: creates in the reserved thin-id window", () => {
   });
 
   test("start-up deletes window ids the pool has but the store lost, and leaves others alone", async () => {
-    const pool = new FakePool();
-    const store = Store.open(":memory:");
-    const first = await open(pool, store);
-    await first.sn.prepare("a", "");
-    first.sn.remover.stop();
-    // A power cut lost the (not fsynced) intent row of the next create after
-    // the kernel made its device: the pool has the id, the store does not.
-    const lost = store.peekThinId();
+    const { pool, store, lost } = await forgottenCreate();
     expect(store.reservedThinIds()).toContain(lost);
-    pool.thins.set(lost, { mapped: 0n });
     const outside = 5000;
     pool.thins.set(outside, { mapped: 0n }); // not an id we could have handed out: not ours to delete
     const again = await open(pool, store);
@@ -214,13 +222,7 @@ describe("power cut: creates in the reserved thin-id window", () => {
   });
 
   test("a forgotten id the pool refuses to delete does not stop start-up; the next start retries it", async () => {
-    const pool = new FakePool();
-    const store = Store.open(":memory:");
-    const first = await open(pool, store);
-    await first.sn.prepare("a", "");
-    first.sn.remover.stop();
-    const lost = store.peekThinId();
-    pool.thins.set(lost, { mapped: 0n });
+    const { pool, store, lost } = await forgottenCreate();
     pool.failNext("delete", Errno.EBUSY);
     const second = await open(pool, store);
     expect(second.sn.lastReconcile?.failed).toBe(1);
@@ -242,10 +244,10 @@ describe("power cut: creates in the reserved thin-id window", () => {
     expect(w.slice(0, 4)).toEqual([0xffffff - 1, 0xffffff, 1, 2]);
     expect(w).toHaveLength(32);
     store.tx(() => store.setMeta("last_thin_id", String(0xffffff)));
-    expect(store.nextThinIdReserved()).toBe(true); // 1
+    expect(store.nextThinId().reserved).toBe(true); // 1
     store.tx(() => store.setMeta("last_thin_id", String(29)));
-    expect(store.nextThinIdReserved()).toBe(true); // 30 = the 32nd
+    expect(store.nextThinId().reserved).toBe(true); // 30 = the 32nd
     store.tx(() => store.setMeta("last_thin_id", String(30)));
-    expect(store.nextThinIdReserved()).toBe(false);
+    expect(store.nextThinId().reserved).toBe(false);
   });
 });
