@@ -7,6 +7,7 @@ import { createSnapshotsService } from "../rpc/service.ts";
 import { formatDevice, unmountStaleBaseMounts } from "../snapshotter/mkfs.ts";
 import { ThinSnapshotter } from "../snapshotter/snapshotter.ts";
 import { Store } from "../store/store.ts";
+import { KernelWorkers } from "../dm/kernel-workers.ts";
 import { sdNotify } from "../sys/sd-notify.ts";
 import { BUILD_DATE, REVISION, VERSION } from "../version.ts";
 import { CliError, lockRoot, openDeviceMapper, poolFromConfig, requireRoot } from "./runtime.ts";
@@ -65,14 +66,17 @@ export async function serve(p: Parsed): Promise<number> {
     driver: dm.driverVersion(),
     udev: dm.udev,
     pool: cfg.poolName,
+    kernel_threads: cfg.kernelThreads,
   });
   const pool = poolFromConfig(dm, cfg, log);
   for (const m of unmountStaleBaseMounts()) log.warn("unmounted a base mount left by a killed thinsnap", { mount: m });
   const store = Store.open(`${cfg.rootPath}/metadata.db`);
+  const kernel = cfg.kernelThreads > 0 ? new KernelWorkers({ poolName: cfg.poolName, max: cfg.kernelThreads }) : undefined;
   let sn: ThinSnapshotter;
   try {
-    sn = await ThinSnapshotter.open(cfg, { store, pool, format: formatDevice, log, listDevices: () => dm.list() });
+    sn = await ThinSnapshotter.open(cfg, { store, pool, format: formatDevice, log, listDevices: () => dm.list(), kernel });
   } catch (e) {
+    kernel?.close();
     store.close();
     throw new CliError(`cannot open the snapshotter: ${(e as Error).message}`);
   }
@@ -99,6 +103,7 @@ export async function serve(p: Parsed): Promise<number> {
     sdNotify("STOPPING=1");
     await server.close(10_000);
     await sn.close();
+    kernel?.close();
   });
 }
 

@@ -10,7 +10,7 @@
  *      pool_name, root_path, base_image_size, async_remove, discard_blocks,
  *      fs_type, fs_options                      (containerd's keys, as-is)
  *      address, socket_mode, socket_group, min_free_space, log_level,
- *      log_format                               (thinsnap's own)
+ *      log_format, kernel_threads               (thinsnap's own)
  *      [pool] data_file, meta_file, data_size, meta_size, block_size,
  *             low_water_mark                    (optional)
  *
@@ -84,6 +84,11 @@ export interface Config {
   minFreeSpacePercent: number | null;
   logLevel: LogLevel;
   logFormat: LogFormat;
+  /**
+   * Threads for the device-mapper calls that sleep in the kernel, so that
+   * concurrent requests overlap there; 0 = make them on the main thread.
+   */
+  kernelThreads: number;
   /** null = use an existing pool named poolName; set = create it from files. */
   pool: PoolConfig | null;
 }
@@ -130,6 +135,8 @@ export const MIN_BASE_IMAGE_SIZE = MiB;
 export const MIN_XFS_SIZE = 300n * MiB;
 /** containerd's docs create the pool with low_water_mark 32768 (blocks). */
 export const DEFAULT_LOW_WATER_MARK_MAX = 32768n;
+/** Each kernel thread holds a copy of libdevmapper and a JS heap (a few MiB). */
+export const MAX_KERNEL_THREADS = 64;
 
 /**
  * Defaults for everything but pool_name, which has no sane default and is
@@ -156,6 +163,7 @@ export const DEFAULTS: Readonly<Omit<Config, "poolName">> = Object.freeze({
   minFreeSpacePercent: 10,
   logLevel: "info",
   logFormat: "text",
+  kernelThreads: 4,
   pool: null,
 });
 
@@ -284,7 +292,15 @@ const CONTAINERD_KEYS = [
   "fs_type",
   "fs_options",
 ] as const;
-const THINSNAP_KEYS = ["address", "socket_mode", "socket_group", "min_free_space", "log_level", "log_format"] as const;
+const THINSNAP_KEYS = [
+  "address",
+  "socket_mode",
+  "socket_group",
+  "min_free_space",
+  "log_level",
+  "log_format",
+  "kernel_threads",
+] as const;
 const POOL_KEYS = ["data_file", "meta_file", "data_size", "meta_size", "block_size", "low_water_mark"] as const;
 
 type MainKey = (typeof CONTAINERD_KEYS)[number] | (typeof THINSNAP_KEYS)[number];
@@ -309,6 +325,7 @@ const FIELD_KEY: Record<keyof Omit<Config, "pool">, MainKey> = {
   minFreeSpacePercent: "min_free_space",
   logLevel: "log_level",
   logFormat: "log_format",
+  kernelThreads: "kernel_threads",
 };
 const POOL_FIELD_KEY: Record<keyof PoolConfig, PoolKey> = {
   dataFile: "data_file",
@@ -645,6 +662,9 @@ function applyMainKey(key: MainKey, v: TomlValue, s: Settings, lineText: string 
     case "log_format":
       s.logFormat = asEnum(v, LOG_FORMATS);
       return;
+    case "kernel_threads":
+      s.kernelThreads = Number(asCount(v));
+      return;
   }
 }
 
@@ -910,6 +930,9 @@ function validate(cfg: Config, layer: Layer): ConfigIssue[] {
 
   if (!LOG_LEVELS.includes(cfg.logLevel)) fail("log_level", `must be one of ${LOG_LEVELS.join(", ")}`);
   if (!LOG_FORMATS.includes(cfg.logFormat)) fail("log_format", `must be one of ${LOG_FORMATS.join(", ")}`);
+  if (!Number.isInteger(cfg.kernelThreads) || cfg.kernelThreads < 0 || cfg.kernelThreads > MAX_KERNEL_THREADS) {
+    fail("kernel_threads", `must be an integer from 0 to ${MAX_KERNEL_THREADS}`);
+  }
 
   const pool = cfg.pool;
   if (pool !== null) {
@@ -985,6 +1008,7 @@ function resolve(layer: Layer): Config {
     minFreeSpacePercent: s.minFreeSpacePercent !== undefined ? s.minFreeSpacePercent : DEFAULTS.minFreeSpacePercent,
     logLevel: s.logLevel ?? DEFAULTS.logLevel,
     logFormat: s.logFormat ?? DEFAULTS.logFormat,
+    kernelThreads: s.kernelThreads ?? DEFAULTS.kernelThreads,
     pool,
   };
   const issues = validate(cfg, layer);

@@ -75,6 +75,25 @@ export class DmError extends Error {
   }
 }
 
+/** What of a DmError survives a thread boundary (structured clone keeps no class). */
+export interface DmErrorFields {
+  op: string;
+  device: string;
+  errno: number;
+  dmLog: string[];
+  message: string;
+}
+
+export function dmErrorFields(e: DmError): DmErrorFields {
+  return { op: e.op, device: e.device, errno: e.errno, dmLog: e.dmLog, message: e.message };
+}
+
+export function reviveDmError(f: DmErrorFields): DmError {
+  const e = new DmError(f.op, f.device, f.errno, f.dmLog);
+  e.message = f.message;
+  return e;
+}
+
 export function isErrno(err: unknown, errno: number): boolean {
   return err instanceof DmError && err.errno === errno;
 }

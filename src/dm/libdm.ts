@@ -5,6 +5,7 @@
  * run `--help`, config checks and unit tests.
  */
 import { dlopen, FFIType, suffix } from "bun:ffi";
+import { readFileSync } from "node:fs";
 
 const { ptr, i32, u32, u64, u16, void: voidT, cstring } = FFIType;
 
@@ -64,12 +65,34 @@ export type LibDm = ReturnType<typeof dlopen<typeof symbols>>["symbols"];
 
 let lib: LibDm | null = null;
 let loadError: Error | null = null;
+let pathOverride: string | null = null;
+
+/**
+ * Loads libdevmapper from this file instead of by name; must come before the
+ * first call. A worker thread uses it to get a private instance of the library
+ * (see kernel-workers.ts).
+ */
+export function useLibdmFile(path: string): void {
+  if (lib) throw new Error("libdevmapper is already loaded");
+  pathOverride = path;
+}
+
+/** The file the loaded libdevmapper was mapped from (after libdm()). */
+export function loadedLibdmFile(): string {
+  libdm();
+  const line = readFileSync("/proc/self/maps", "utf8")
+    .split("\n")
+    .find((l) => l.includes("/libdevmapper.so"));
+  const path = line?.slice(line.indexOf("/"));
+  if (!path) throw new Error("libdevmapper is loaded but not found in /proc/self/maps");
+  return path;
+}
 
 /** Opens libdevmapper once; throws a helpful error when it is not installed. */
 export function libdm(): LibDm {
   if (lib) return lib;
   if (loadError) throw loadError;
-  const candidates = [LIBDM_SONAME, `/lib/x86_64-linux-gnu/${LIBDM_SONAME}`, `libdevmapper.${suffix}`];
+  const candidates = pathOverride ? [pathOverride] : [LIBDM_SONAME, `/lib/x86_64-linux-gnu/${LIBDM_SONAME}`, `libdevmapper.${suffix}`];
   for (const name of candidates) {
     try {
       lib = dlopen(name, symbols).symbols;

@@ -44,3 +44,33 @@ export interface PoolApi {
 
 /** Formats a device with a filesystem once (the base); async because it execs mkfs. */
 export type Formatter = (devicePath: string, fsType: string, fsOptions: string) => Promise<void>;
+
+/**
+ * The pool calls that sleep in the kernel (device suspend/resume/remove wait
+ * for in-flight IO and RCU grace periods; messages commit pool metadata),
+ * asynchronous so that they can run off the JS thread and overlap with each
+ * other and with other requests. src/dm/kernel-workers.ts runs them on
+ * worker threads; inlineKernelCalls() runs them on the pool directly.
+ */
+export interface KernelCalls {
+  createSnap(id: number, originId: number, activeOrigin: string | null): Promise<void>;
+  deleteThin(id: number): Promise<void>;
+  activate(dmName: string, id: number, sizeBytes: bigint): Promise<void>;
+  deactivate(dmName: string, opts?: { retry?: boolean; deferred?: boolean }): Promise<void>;
+  fsyncDevice(dmName: string): Promise<void>;
+  flush(dmName: string): Promise<void>;
+  discardDevice(dmName: string): Promise<void>;
+}
+
+/** The calls made synchronously on `pool`, on the JS thread (unit tests, or no workers). */
+export function inlineKernelCalls(pool: PoolApi): KernelCalls {
+  return {
+    createSnap: async (id, originId, activeOrigin) => pool.createSnap(id, originId, activeOrigin),
+    deleteThin: async (id) => pool.deleteThin(id),
+    activate: async (dmName, id, sizeBytes) => pool.activate(dmName, id, sizeBytes),
+    deactivate: async (dmName, opts) => pool.deactivate(dmName, opts),
+    fsyncDevice: async (dmName) => pool.fsyncDevice(dmName),
+    flush: async (dmName) => pool.flush(dmName),
+    discardDevice: async (dmName) => pool.discardDevice(dmName),
+  };
+}

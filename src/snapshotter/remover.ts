@@ -7,7 +7,7 @@
 import { Errno, isErrno } from "../dm/errors.ts";
 import type { Logger } from "../log.ts";
 import type { DeviceRow, Store } from "../store/store.ts";
-import type { MappingInfo, PoolApi } from "./pool-api.ts";
+import type { KernelCalls, MappingInfo, PoolApi } from "./pool-api.ts";
 import { killPoint } from "../testing/kill-point.ts";
 
 const MIN_BACKOFF_MS = 100;
@@ -18,10 +18,14 @@ export class Remover {
   private stopped = false;
   private readonly backoff = new Map<number, { delay: number; notBefore: number }>();
   private waiters: (() => void)[] = [];
+  /** Devices being deleted right now (by a Remove or a pass): never twice at once. */
+  private readonly busy = new Set<number>();
+  private passing = false;
 
   constructor(
     private readonly store: Store,
     private readonly pool: PoolApi,
+    private readonly calls: KernelCalls,
     private readonly log: Logger,
   ) {}
 
@@ -30,9 +34,19 @@ export class Remover {
    * retry); throws other errors. `known` is the mapping's info when the
    * caller just read it (undefined: read it here).
    */
-  finish(dev: DeviceRow, known?: MappingInfo | null): boolean {
-    const pool = this.pool;
-    const info = known !== undefined ? known : pool.info(dev.dmName);
+  async finish(dev: DeviceRow, known?: MappingInfo | null): Promise<boolean> {
+    if (this.busy.has(dev.thinId)) return false;
+    this.busy.add(dev.thinId);
+    try {
+      return await this.finishNow(dev, known);
+    } finally {
+      this.busy.delete(dev.thinId);
+    }
+  }
+
+  private async finishNow(dev: DeviceRow, known?: MappingInfo | null): Promise<boolean> {
+    const calls = this.calls;
+    const info = known !== undefined ? known : this.pool.info(dev.dmName);
     // Still mounted: do not discard under a live filesystem, and do not let
     // libdm's EBUSY retry loop (seconds of sleeping on the JS thread) run.
     if (info && info.openCount > 0) return false;
@@ -43,17 +57,17 @@ export class Remover {
       // (holes in a file-backed pool), which delete alone does not.
       try {
         if (!active) {
-          pool.activate(dev.dmName, dev.thinId, dev.sizeBytes);
+          await calls.activate(dev.dmName, dev.thinId, dev.sizeBytes);
           active = true;
         }
-        pool.discardDevice(dev.dmName);
+        await calls.discardDevice(dev.dmName);
       } catch (e) {
         this.log.warn("discard failed; deleting anyway", { device: dev.dmName, error: String(e) });
       }
     }
     if (active) {
       try {
-        pool.deactivate(dev.dmName, { retry: true });
+        await calls.deactivate(dev.dmName, { retry: true });
       } catch (e) {
         if (isErrno(e, Errno.EBUSY)) return false;
         throw e;
@@ -61,7 +75,7 @@ export class Remover {
     }
     killPoint("remove.after-deactivate");
     try {
-      pool.deleteThin(dev.thinId);
+      await calls.deleteThin(dev.thinId);
     } catch (e) {
       // ENODATA: the pool never had it, or an earlier attempt deleted it.
       if (!isErrno(e, Errno.ENODATA)) throw e;
@@ -85,15 +99,35 @@ export class Remover {
     this.timer = setTimeout(() => {
       this.timer = null;
       this.due = Infinity;
-      this.pass();
+      void this.pass();
     }, delayMs);
   }
 
   /** One pass over every pending deletion; reschedules itself while work remains. */
-  pass(): void {
+  async pass(): Promise<void> {
+    if (this.passing) {
+      // The running pass may have listed the devices before a newer one came.
+      this.kick(MIN_BACKOFF_MS);
+      return;
+    }
+    this.passing = true;
+    try {
+      await this.passNow();
+    } finally {
+      this.passing = false;
+    }
+  }
+
+  private async passNow(): Promise<void> {
     const now = Date.now();
     let nextWake = Infinity;
     for (const dev of this.store.devicesInState("deleting")) {
+      if (this.stopped) return;
+      if (this.busy.has(dev.thinId)) {
+        // A Remove is finishing it now; look again soon in case it cannot.
+        nextWake = Math.min(nextWake, MIN_BACKOFF_MS);
+        continue;
+      }
       const b = this.backoff.get(dev.thinId);
       if (b && b.notBefore > now) {
         nextWake = Math.min(nextWake, b.notBefore - now);
@@ -101,7 +135,7 @@ export class Remover {
       }
       let done = false;
       try {
-        done = this.finish(dev);
+        done = await this.finish(dev);
       } catch (e) {
         this.log.warn("device delete failed; will retry", { device: dev.dmName, thin_id: dev.thinId, error: String(e) });
       }
@@ -133,7 +167,7 @@ export class Remover {
   async drain(budgetMs = 10_000): Promise<number> {
     if (this.stopped) return 0;
     this.backoff.clear();
-    this.pass();
+    await this.pass();
     if (this.pending() === 0) return 0;
     let budget: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([

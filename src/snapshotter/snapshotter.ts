@@ -7,9 +7,13 @@
  * kernel is asked (device state 'creating' / 'deleting'), so start-up can undo
  * or finish whatever a crash interrupted (see reconcile.ts).
  *
- * Device-mapper calls are synchronous ioctls: a request's kernel steps run
- * back to back on the JS thread and cannot interleave with another request's,
- * so there is no lock, and nothing is held across an await.
+ * The kernel calls that sleep (create_snap, activate, deactivate, fsync,
+ * delete) are awaited (KernelCalls: on worker threads in the daemon), so
+ * requests overlap there. Each write takes a lock on the snapshot keys it
+ * touches for its whole length, so two writes to one key never interleave;
+ * its checks and its intent row are made without an await in between, so
+ * the store never sees a half-checked write. Fast calls (info, status) stay
+ * synchronous.
  */
 import { Errno, isErrno } from "../dm/errors.ts";
 import {
@@ -25,7 +29,8 @@ import { silentLogger, type Logger } from "../log.ts";
 import type { DeviceRow, SnapshotRow, Store } from "../store/store.ts";
 import { matches, parseFilters, toSql } from "./filters.ts";
 import { applyLabelUpdate, FSTYPE_LABEL, validateLabels, withoutEmpty } from "./labels.ts";
-import type { Formatter, MappingInfo, PoolApi, PoolStatus } from "./pool-api.ts";
+import { inlineKernelCalls, type Formatter, type KernelCalls, type MappingInfo, type PoolApi, type PoolStatus } from "./pool-api.ts";
+import { KeyedLock } from "../keyed-lock.ts";
 import { killPoint } from "../testing/kill-point.ts";
 import { reconcile, type ReconcileReport } from "./reconcile.ts";
 import { Remover } from "./remover.ts";
@@ -54,6 +59,8 @@ export interface SnapshotterDeps {
   listDevices?: () => string[];
   /** How long a pool status read serves the space check (default STATUS_TTL_MS). */
   statusTtlMs?: number;
+  /** Where the sleeping kernel calls run (default: inline on `pool`). */
+  kernel?: KernelCalls;
 }
 
 const STATUS_TTL_MS = 500;
@@ -65,6 +72,8 @@ export class ThinSnapshotter implements Snapshotter {
   readonly remover: Remover;
   private readonly store: Store;
   private readonly pool: PoolApi;
+  private readonly calls: KernelCalls;
+  private readonly locks = new KeyedLock();
   private readonly log: Logger;
   private readonly now: () => number;
   private base: DeviceRow | null = null;
@@ -76,9 +85,10 @@ export class ThinSnapshotter implements Snapshotter {
   ) {
     this.store = deps.store;
     this.pool = deps.pool;
+    this.calls = deps.kernel ?? inlineKernelCalls(deps.pool);
     this.log = deps.log ?? silentLogger;
     this.now = deps.now ?? Date.now;
-    this.remover = new Remover(this.store, this.pool, this.log);
+    this.remover = new Remover(this.store, this.pool, this.calls, this.log);
   }
 
   /** Reconciles store and pool, makes sure the base device exists, starts the remover. */
@@ -143,14 +153,18 @@ export class ThinSnapshotter implements Snapshotter {
   // ----------------------------------------------------------------- writes
 
   async prepare(key: string, parent: string, opts: SnapshotOpts = {}): Promise<Mount[]> {
-    return this.create("active", key, parent, opts.labels ?? {});
+    return this.locks.run([key], () => this.create("active", key, parent, opts.labels ?? {}));
   }
 
   async view(key: string, parent: string, opts: SnapshotOpts = {}): Promise<Mount[]> {
-    return this.create("view", key, parent, opts.labels ?? {});
+    return this.locks.run([key], () => this.create("view", key, parent, opts.labels ?? {}));
   }
 
   async update(info: Pick<Info, "name" | "labels">, fieldpaths: string[]): Promise<Info> {
+    return this.locks.run([info.name], async () => this.updateNow(info, fieldpaths));
+  }
+
+  private updateNow(info: Pick<Info, "name" | "labels">, fieldpaths: string[]): Info {
     this.assertOpen();
     validateLabels(info.labels);
     return this.store.tx(() => {
@@ -164,6 +178,10 @@ export class ThinSnapshotter implements Snapshotter {
   }
 
   async commit(name: string, key: string, opts: SnapshotOpts = {}): Promise<void> {
+    return this.locks.run([name, key], () => this.commitNow(name, key, opts));
+  }
+
+  private async commitNow(name: string, key: string, opts: SnapshotOpts): Promise<void> {
     this.assertOpen();
     if (name === "") throw invalidArgument("committed snapshot name must not be empty");
     const labels = withoutEmpty(opts.labels ?? {});
@@ -176,14 +194,14 @@ export class ThinSnapshotter implements Snapshotter {
 
     // Make the writes durable (pool metadata committed), then measure.
     let open = false;
-    const mapped = this.kernel(`commit "${key}"`, () => {
+    const mapped = await this.kernelAsync(`commit "${key}"`, async () => {
       const info = this.pool.info(dev.dmName);
       if (!info || !info.liveTable) return this.reactivate(dev, info !== null);
       // Still mounted (containerd normally unmounts first): a suspend freezes
       // the filesystem, which writes its dirty data to the device.
       open = info.openCount > 0;
-      if (open) this.pool.flush(dev.dmName);
-      this.pool.fsyncDevice(dev.dmName);
+      if (open) await this.calls.flush(dev.dmName);
+      await this.calls.fsyncDevice(dev.dmName);
       return this.pool.mappedBytes(dev.dmName);
     });
     killPoint("commit.after-fsync");
@@ -200,9 +218,9 @@ export class ThinSnapshotter implements Snapshotter {
     try {
       if (open) {
         this.log.warn("committed device still open; deferred its removal", { device: dev.dmName });
-        this.pool.deactivate(dev.dmName, { deferred: true });
+        await this.calls.deactivate(dev.dmName, { deferred: true });
       } else {
-        this.pool.deactivate(dev.dmName, { retry: true });
+        await this.calls.deactivate(dev.dmName, { retry: true });
       }
     } catch (e) {
       this.log.warn("could not deactivate a committed device", { device: dev.dmName, error: String(e) });
@@ -211,6 +229,10 @@ export class ThinSnapshotter implements Snapshotter {
   }
 
   async remove(key: string): Promise<void> {
+    return this.locks.run([key], () => this.removeNow(key));
+  }
+
+  private async removeNow(key: string): Promise<void> {
     this.assertOpen();
     const row = this.mustGet(key);
     if (this.store.hasChildren(row.id)) {
@@ -237,7 +259,7 @@ export class ThinSnapshotter implements Snapshotter {
     }
     try {
       const deleting = { ...dev, state: "deleting" as const, discard: this.opts.discardBlocks };
-      if (!this.remover.finish(deleting, known)) this.remover.kick(100);
+      if (!(await this.remover.finish(deleting, known))) this.remover.kick(100);
     } catch (e) {
       // The snapshot is gone from the store; the device stays queued.
       this.log.warn("device delete failed; queued for retry", { device: dev.dmName, error: String(e) });
@@ -255,6 +277,9 @@ export class ThinSnapshotter implements Snapshotter {
     if (this.closed) return;
     this.closed = true;
     this.remover.stop();
+    // Writes already past their checks finish (their kernel calls cannot be
+    // called back); new ones are refused by assertOpen.
+    await this.locks.drained();
     this.store.close();
   }
 
@@ -322,9 +347,9 @@ export class ThinSnapshotter implements Snapshotter {
     const dev = next.reserved ? this.store.txRelaxed(intent) : this.store.tx(intent);
     killPoint("prepare.after-intent");
     try {
-      this.pool.createSnap(dev.thinId, origin.thinId, origin.active ? origin.dmName : null);
+      await this.calls.createSnap(dev.thinId, origin.thinId, origin.active ? origin.dmName : null);
       killPoint("prepare.after-create-snap");
-      this.pool.activate(dev.dmName, dev.thinId, dev.sizeBytes);
+      await this.calls.activate(dev.dmName, dev.thinId, dev.sizeBytes);
       killPoint("prepare.after-activate");
       // Not fsynced: lost only on power loss, where reconcile then rolls the
       // Prepare back cleanly (from the intent row, or from the window).
@@ -463,6 +488,14 @@ export class ThinSnapshotter implements Snapshotter {
   private kernel<T>(op: string, fn: () => T): T {
     try {
       return fn();
+    } catch (e) {
+      throw this.mapError(e, op);
+    }
+  }
+
+  private async kernelAsync<T>(op: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
     } catch (e) {
       throw this.mapError(e, op);
     }

@@ -1,7 +1,7 @@
 /** The few libc calls we need (ioctl, mount) through bun:ffi, and errno. */
 import { dlopen, FFIType, read } from "bun:ffi";
 
-const { i32, u64, ptr } = FFIType;
+const { i32, u32, u64, ptr } = FFIType;
 
 function open() {
   return dlopen("libc.so.6", {
@@ -10,6 +10,7 @@ function open() {
     mount: { args: [ptr, ptr, ptr, u64, ptr], returns: i32 },
     umount2: { args: [ptr, i32], returns: i32 },
     flock: { args: [i32, i32], returns: i32 },
+    memfd_create: { args: [ptr, u32], returns: i32 },
     __errno_location: { args: [], returns: ptr },
   }).symbols;
 }
@@ -63,4 +64,13 @@ export function tryLock(fd: number, path: string): boolean {
   const e = errno();
   if (e === EWOULDBLOCK) return false;
   throw new SyscallError("flock", path, e);
+}
+
+const MFD_CLOEXEC = 1;
+
+/** An anonymous in-memory file (memfd_create); its descriptor is not inherited by children. */
+export function memfdCreate(name: string): number {
+  const fd = libc().memfd_create(cstr(name), MFD_CLOEXEC);
+  if (fd < 0) throw new SyscallError("memfd_create", name, errno());
+  return fd;
 }

@@ -6,6 +6,7 @@ import { formatDevice } from "../../src/snapshotter/mkfs.ts";
 import { TEST_OPTIONS } from "../shared/options.ts";
 import type { Mount } from "../../src/snapshotter/types.ts";
 import { createTestPool, sh, type TestPool } from "./pool-fixture.ts";
+import { KernelWorkers } from "../../src/dm/kernel-workers.ts";
 
 export interface RealBackend {
   tp: TestPool;
@@ -29,6 +30,8 @@ export async function realBackend(
     poolName: name,
     ...over,
   };
+  // As in the daemon: the sleeping kernel calls run on worker threads.
+  const kernel = new KernelWorkers({ poolName: name, max: 4 });
   const openSn = async (o: SnapshotterOptions): Promise<{ sn: ThinSnapshotter; store: Store }> => {
     const store = Store.open(`${root}/metadata.db`);
     const sn = await ThinSnapshotter.open(o, {
@@ -36,6 +39,7 @@ export async function realBackend(
       pool: tp.pool,
       format: formatDevice,
       listDevices: () => tp.dm.list(),
+      kernel,
     });
     return { sn, store };
   };
@@ -55,6 +59,7 @@ export async function realBackend(
     },
     async destroy() {
       await b.sn.close();
+      kernel.close();
       tp.destroy();
       rmSync(root, { recursive: true, force: true });
     },

@@ -150,6 +150,7 @@ describe("defaults", () => {
       minFreeSpacePercent: 10,
       logLevel: "info",
       logFormat: "text",
+      kernelThreads: 4,
       pool: null,
     });
     expect(Object.isFrozen(DEFAULTS)).toBe(true);
@@ -192,6 +193,7 @@ socket_group = "containerd"
 min_free_space = "20GB"
 log_level = "debug"
 log_format = "json"
+kernel_threads = 8
 
 [pool]
 data_file = "/srv/pool/data.img"
@@ -218,6 +220,7 @@ low_water_mark = 1000
       minFreeSpacePercent: null,
       logLevel: "debug",
       logFormat: "json",
+      kernelThreads: 8,
       pool: {
         dataFile: "/srv/pool/data.img",
         metaFile: "/srv/pool/meta.img",
@@ -416,6 +419,9 @@ describe("bad values per key", () => {
     ['min_free_space = "lots"', "min_free_space", "invalid size"],
     ['log_level = "warning"', "log_level", '"trace", "debug", "info", "warn", "error"'],
     ['log_format = "logfmt"', "log_format", '"text", "json"'],
+    ["kernel_threads = 65", "kernel_threads", "from 0 to 64"],
+    ["kernel_threads = -1", "kernel_threads", "negative"],
+    ['kernel_threads = "4"', "kernel_threads", "integer"],
     ['pool = "yes"', "pool", "must be a table"],
   ];
   for (const [line, key, fragment] of cases) {
@@ -769,6 +775,7 @@ describe("packaging/config.example.toml", () => {
       "min_free_space",
       "log_level",
       "log_format",
+      "kernel_threads",
       "data_file",
       "meta_file",
       "data_size",

@@ -1,0 +1,100 @@
+/** KernelWorkers (src/dm/kernel-workers.ts): pool calls on worker threads, against a real thin-pool. */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { dm as env } from "./env.ts";
+import { createTestPool, type TestPool } from "./pool-fixture.ts";
+import { DmError, Errno, isErrno } from "../../src/dm/index.ts";
+import { KernelWorkers } from "../../src/dm/kernel-workers.ts";
+
+const SIZE = 64n << 20n;
+
+describe.skipIf(!env.available)("kernel workers on a real thin-pool", () => {
+  let tp: TestPool;
+  let kw: KernelWorkers;
+  const name = (id: number): string => `tskw-${id}`;
+
+  beforeAll(() => {
+    tp = createTestPool("tskw", { dataSize: 512 << 20 });
+    tp.pool.createThin(1);
+    kw = new KernelWorkers({ poolName: "tskw", max: 4, idleMs: 300 });
+  });
+  afterAll(() => {
+    kw?.close();
+    tp?.destroy();
+  });
+
+  test("concurrent snapshot + activate + deactivate + delete, spread over several threads", async () => {
+    const ids = [10, 11, 12, 13, 14, 15, 16, 17];
+    let maxThreads = 0;
+    await Promise.all(
+      ids.map(async (id) => {
+        await kw.createSnap(id, 1, null);
+        await kw.activate(name(id), id, SIZE);
+        maxThreads = Math.max(maxThreads, kw.threads);
+      }),
+    );
+    expect(maxThreads).toBeGreaterThan(1);
+    expect(kw.threads).toBeLessThanOrEqual(4);
+    // Made by the workers, seen by the main thread's own libdevmapper.
+    for (const id of ids) expect(tp.dm.info(name(id))).not.toBeNull();
+    await Promise.all(ids.map((id) => kw.fsyncDevice(name(id))));
+    await Promise.all(ids.map(async (id) => {
+      await kw.deactivate(name(id), { retry: true });
+      await kw.deleteThin(id);
+    }));
+    for (const id of ids) expect(tp.dm.info(name(id))).toBeNull();
+    // The pool no longer has them: a second delete is ENODATA.
+    expect(() => tp.pool.deleteThin(10)).toThrow(DmError);
+  });
+
+  test("a failure comes back as a DmError with the kernel's errno", async () => {
+    const err = await kw.deleteThin(4242).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(DmError);
+    expect(isErrno(err, Errno.ENODATA)).toBe(true);
+    expect(String((err as Error).message)).toContain("delete 4242");
+    // A create_snap of an id the pool has: EEXIST.
+    await kw.createSnap(20, 1, null);
+    const exists = await kw.createSnap(20, 1, null).then(() => null, (e: unknown) => e);
+    expect(isErrno(exists, Errno.EEXIST)).toBe(true);
+    await kw.deleteThin(20);
+  });
+
+  test("calls on one device run in the order they were made", async () => {
+    await kw.createSnap(30, 1, null);
+    // Not awaited one by one: without per-device ordering the deactivate
+    // could reach the kernel before the activate.
+    const steps = [
+      kw.activate(name(30), 30, SIZE),
+      kw.flush(name(30)),
+      kw.fsyncDevice(name(30)),
+      kw.deactivate(name(30)),
+      kw.activate(name(30), 30, SIZE),
+      kw.deactivate(name(30)),
+    ];
+    await Promise.all(steps);
+    expect(tp.dm.info(name(30))).toBeNull();
+    await kw.deleteThin(30);
+  });
+
+  test("idle threads exit, and a later call starts one again", async () => {
+    await kw.createSnap(40, 1, null);
+    await Bun.sleep(800);
+    expect(kw.threads).toBe(0);
+    await kw.activate(name(40), 40, SIZE);
+    expect(kw.threads).toBe(1);
+    expect(tp.dm.info(name(40))).not.toBeNull();
+    await kw.deactivate(name(40));
+    await kw.deleteThin(40);
+  });
+
+  test("after close, calls are refused and no thread is left", async () => {
+    const other = new KernelWorkers({ poolName: "tskw", max: 2 });
+    await other.createSnap(50, 1, null);
+    other.close();
+    expect(other.threads).toBe(0);
+    await expect(other.deleteThin(50)).rejects.toThrow("closed");
+    tp.pool.deleteThin(50);
+  });
+});
