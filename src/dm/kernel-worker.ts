@@ -1,8 +1,13 @@
 /**
- * Entry of a kernel worker thread (see kernel-workers.ts): loads its own
+ * The code of a kernel worker thread (see kernel-workers.ts): loads its own
  * instance of libdevmapper from the file it is given, then runs ThinPool
  * calls one at a time and posts each outcome back.
+ *
+ * Started as a worker's entry module: this file itself from the source tree,
+ * or the executable's main module (src/cli/main.ts imports this file) in the
+ * compiled binary. It does nothing on the main thread.
  */
+import { isMainThread } from "node:worker_threads";
 import { DeviceMapper } from "./device-mapper.ts";
 import { DmError, dmErrorFields } from "./errors.ts";
 import { useLibdmFile } from "./libdm.ts";
@@ -18,7 +23,7 @@ function reply(r: WorkerReply): void {
   self.postMessage(r);
 }
 
-self.onmessage = (event: MessageEvent<WorkerRequest>) => {
+function onRequest(event: MessageEvent<WorkerRequest>): void {
   const req = event.data;
   if (req.type === "init") {
     try {
@@ -43,4 +48,6 @@ self.onmessage = (event: MessageEvent<WorkerRequest>) => {
       reply({ type: "failed", id: req.id, error: { name: err.name, message: err.message, code } });
     }
   }
-};
+}
+
+if (!isMainThread) self.onmessage = onRequest;

@@ -18,7 +18,8 @@
  * Workers start on demand, up to `max`, and exit after `idleMs` without work,
  * so an idle daemon holds none.
  */
-import { closeSync, readFileSync, writeSync } from "node:fs";
+import { closeSync, existsSync, readFileSync, writeSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { KeyedLock } from "../keyed-lock.ts";
 import { memfdCreate } from "../sys/libc.ts";
 import { reviveDmError } from "./errors.ts";
@@ -47,6 +48,16 @@ interface Slot {
 }
 
 const DEFAULT_IDLE_MS = 30_000;
+
+/**
+ * From the source tree the worker's code is kernel-worker.ts beside this
+ * file; in the compiled binary (or a bundle) it is part of the executable's
+ * main module, which runs it instead of the CLI off the main thread.
+ */
+function workerEntry(): string {
+  const beside = new URL("./kernel-worker.ts", import.meta.url);
+  return existsSync(fileURLToPath(beside)) ? beside.href : Bun.main;
+}
 
 export class KernelWorkers {
   private readonly slots: Slot[] = [];
@@ -145,7 +156,7 @@ export class KernelWorkers {
 
   private ensureWorker(slot: Slot): Worker {
     if (slot.worker) return slot.worker;
-    const worker = new Worker(new URL("./kernel-worker.ts", import.meta.url).href);
+    const worker = new Worker(workerEntry());
     worker.onmessage = (event: MessageEvent<WorkerReply>) => this.settle(slot, event.data);
     worker.onerror = (event: ErrorEvent) => this.stop(slot, new Error(`kernel worker failed: ${event.message}`));
     worker.addEventListener("close", () => this.stop(slot, new Error("kernel worker exited")));

@@ -1,0 +1,145 @@
+/**
+ * Writes that overlap in the kernel (KernelCalls that really wait, as on the
+ * daemon's worker threads): per-key locking keeps each key's writes in order,
+ * different keys overlap, and store and pool stay consistent.
+ */
+import { describe, expect, test } from "bun:test";
+import { Store } from "../../src/store/store.ts";
+import { ThinSnapshotter } from "../../src/snapshotter/snapshotter.ts";
+import { inlineKernelCalls, type KernelCalls } from "../../src/snapshotter/pool-api.ts";
+import { KeyedLock } from "../../src/keyed-lock.ts";
+import { SnapshotterError } from "../../src/errors.ts";
+import { FakePool } from "../fakes/fake-pool.ts";
+import { TEST_OPTIONS } from "../shared/options.ts";
+
+/** Each call waits `ms` before it runs on the fake; counts calls in flight. */
+function slowCalls(pool: FakePool, ms: number): KernelCalls & { maxInFlight: number } {
+  const inline = inlineKernelCalls(pool);
+  let inFlight = 0;
+  const out = { maxInFlight: 0 } as KernelCalls & { maxInFlight: number };
+  for (const name of Object.keys(inline) as (keyof KernelCalls)[]) {
+    const fn = inline[name] as (...a: unknown[]) => Promise<void>;
+    (out as unknown as Record<string, unknown>)[name] = async (...args: unknown[]) => {
+      inFlight++;
+      out.maxInFlight = Math.max(out.maxInFlight, inFlight);
+      try {
+        await Bun.sleep(ms);
+        await fn(...args);
+      } finally {
+        inFlight--;
+      }
+    };
+  }
+  return out;
+}
+
+async function open(ms = 5) {
+  const pool = new FakePool();
+  const store = Store.open(":memory:");
+  const kernel = slowCalls(pool, ms);
+  const sn = await ThinSnapshotter.open(TEST_OPTIONS, { store, pool, format: async () => {}, statusTtlMs: 0, kernel });
+  return { sn, pool, store, kernel };
+}
+
+const codeOf = async (p: Promise<unknown>): Promise<string> =>
+  p.then(
+    () => "ok",
+    (e: unknown) => (e instanceof SnapshotterError ? e.code : `unexpected: ${String(e)}`),
+  );
+
+/** Every snapshot row has a ready device the pool has, and the pool nothing else but the base. */
+function expectConsistent(store: Store, pool: FakePool): void {
+  const base = store.baseDevice()!.thinId;
+  const ids = store.devicesInState("ready").map((d) => d.thinId).sort((a, b) => a - b);
+  expect([...pool.thins.keys()].sort((a, b) => a - b)).toEqual(ids);
+  expect(ids).toContain(base);
+  expect(store.devicesInState("creating")).toEqual([]);
+  expect(store.devicesInState("deleting")).toEqual([]);
+}
+
+describe("overlapping writes", () => {
+  test("different keys overlap in the kernel and all land with distinct thin ids", async () => {
+    const { sn, pool, store, kernel } = await open();
+    await Promise.all(Array.from({ length: 16 }, (_, i) => sn.prepare(`k${i}`, "")));
+    expect(kernel.maxInFlight).toBeGreaterThan(1);
+    const ids = new Set(Array.from({ length: 16 }, (_, i) => store.getSnapshot(`k${i}`)!.thinId));
+    expect(ids.size).toBe(16);
+    await Promise.all(Array.from({ length: 16 }, (_, i) => sn.commit(`c${i}`, `k${i}`)));
+    await Promise.all(Array.from({ length: 16 }, (_, i) => sn.prepare(`child${i}`, `c${i}`)));
+    await Promise.all(Array.from({ length: 16 }, (_, i) => sn.remove(`child${i}`)));
+    expectConsistent(store, pool);
+    await sn.close();
+  });
+
+  test("the same key twice at once: one Prepare wins, the other is AlreadyExists", async () => {
+    const { sn, pool, store } = await open();
+    const codes = await Promise.all([codeOf(sn.prepare("same", "")), codeOf(sn.prepare("same", ""))]);
+    expect(codes.sort()).toEqual(["already_exists", "ok"]);
+    expectConsistent(store, pool);
+  });
+
+  test("Commit and Remove of one key at once: in call order, never half of each", async () => {
+    const { sn, pool, store } = await open();
+    await sn.prepare("a", "");
+    const [c, r] = await Promise.all([codeOf(sn.commit("done", "a")), codeOf(sn.remove("a"))]);
+    // The commit came first and landed; the Remove then found no key "a".
+    expect([c, r]).toEqual(["ok", "not_found"]);
+    expect((await sn.stat("done")).kind).toBe("committed");
+    await sn.prepare("b", "");
+    const [r2, c2] = await Promise.all([codeOf(sn.remove("b")), codeOf(sn.commit("done2", "b"))]);
+    expect([r2, c2]).toEqual(["ok", "not_found"]);
+    expectConsistent(store, pool);
+  });
+
+  test("two Commits to one name at once: one lands, the other is AlreadyExists and its key stays active", async () => {
+    const { sn, pool, store } = await open();
+    await sn.prepare("x", "");
+    await sn.prepare("y", "");
+    const codes = await Promise.all([codeOf(sn.commit("name", "x")), codeOf(sn.commit("name", "y"))]);
+    expect(codes).toEqual(["ok", "already_exists"]);
+    expect((await sn.stat("y")).kind).toBe("active");
+    expectConsistent(store, pool);
+  });
+
+  test("a Prepare of a key that a running Commit is about to take as its name waits, then is AlreadyExists", async () => {
+    const { sn } = await open();
+    await sn.prepare("x", "");
+    const [c, p] = await Promise.all([codeOf(sn.commit("n", "x")), codeOf(sn.prepare("n", ""))]);
+    expect([c, p]).toEqual(["ok", "already_exists"]);
+  });
+
+  test("close waits for writes already under way", async () => {
+    const { sn, store } = await open(30);
+    const p = sn.prepare("late", "");
+    await Bun.sleep(1);
+    await sn.close();
+    expect(await codeOf(p)).toBe("ok");
+    expect(() => store.getSnapshot("late")).toThrow(); // closed after the write landed
+  });
+});
+
+describe("KeyedLock", () => {
+  test("sections on one key run one at a time, in call order; other keys do not wait", async () => {
+    const lock = new KeyedLock();
+    const log: string[] = [];
+    const section = (name: string, keys: string[], ms: number) =>
+      lock.run(keys, async () => {
+        log.push(`${name}+`);
+        await Bun.sleep(ms);
+        log.push(`${name}-`);
+      });
+    await Promise.all([section("a", ["k"], 20), section("b", ["k", "j"], 1), section("c", ["z"], 1), section("d", ["j"], 1)]);
+    // c (own key) runs at once; b waits for a; d waits for b (which holds j).
+    expect(log.indexOf("c-")).toBeLessThan(log.indexOf("a-"));
+    expect(log.indexOf("b+")).toBeGreaterThan(log.indexOf("a-"));
+    expect(log.indexOf("d+")).toBeGreaterThan(log.indexOf("b-"));
+    expect(lock.size).toBe(0);
+  });
+
+  test("a failing section releases its keys", async () => {
+    const lock = new KeyedLock();
+    await expect(lock.run(["k"], async () => Promise.reject(new Error("boom")))).rejects.toThrow("boom");
+    expect(await lock.run(["k"], async () => 7)).toBe(7);
+    expect(lock.size).toBe(0);
+  });
+});
