@@ -12,6 +12,8 @@ import { killPoint } from "../testing/kill-point.ts";
 
 const MIN_BACKOFF_MS = 100;
 const MAX_BACKOFF_MS = 30_000;
+/** Deletions a background pass runs at once. */
+const PASS_LANES = 4;
 
 export class Remover {
   private timer: ReturnType<typeof setTimeout> | null = null;
@@ -121,32 +123,42 @@ export class Remover {
   private async passNow(): Promise<void> {
     const now = Date.now();
     let nextWake = Infinity;
+    const due: DeviceRow[] = [];
     for (const dev of this.store.devicesInState("deleting")) {
-      if (this.stopped) return;
+      const b = this.backoff.get(dev.thinId);
       if (this.busy.has(dev.thinId)) {
         // A Remove is finishing it now; look again soon in case it cannot.
         nextWake = Math.min(nextWake, MIN_BACKOFF_MS);
-        continue;
-      }
-      const b = this.backoff.get(dev.thinId);
-      if (b && b.notBefore > now) {
+      } else if (b && b.notBefore > now) {
         nextWake = Math.min(nextWake, b.notBefore - now);
-        continue;
-      }
-      let done = false;
-      try {
-        done = await this.finish(dev);
-      } catch (e) {
-        this.log.warn("device delete failed; will retry", { device: dev.dmName, thin_id: dev.thinId, error: String(e) });
-      }
-      if (!done) {
-        const delay = Math.min(MAX_BACKOFF_MS, (b?.delay ?? MIN_BACKOFF_MS / 2) * 2);
-        this.backoff.set(dev.thinId, { delay, notBefore: now + delay });
-        nextWake = Math.min(nextWake, delay);
       } else {
-        this.log.debug("device deleted", { device: dev.dmName, thin_id: dev.thinId });
+        due.push(dev);
       }
     }
+    // A few at a time: with the kernel calls on worker threads they overlap,
+    // so the queue drains as fast as Removes fill it.
+    const next = due.values();
+    const lane = async (): Promise<void> => {
+      for (let it = next.next(); !it.done && !this.stopped; it = next.next()) {
+        const dev = it.value;
+        const b = this.backoff.get(dev.thinId);
+        let done = false;
+        try {
+          done = await this.finish(dev);
+        } catch (e) {
+          this.log.warn("device delete failed; will retry", { device: dev.dmName, thin_id: dev.thinId, error: String(e) });
+        }
+        if (!done) {
+          const delay = Math.min(MAX_BACKOFF_MS, (b?.delay ?? MIN_BACKOFF_MS / 2) * 2);
+          this.backoff.set(dev.thinId, { delay, notBefore: now + delay });
+          nextWake = Math.min(nextWake, delay);
+        } else {
+          this.log.debug("device deleted", { device: dev.dmName, thin_id: dev.thinId });
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: PASS_LANES }, lane));
+    if (this.stopped) return;
     if (this.pending() === 0) {
       const w = this.waiters;
       this.waiters = [];

@@ -104,13 +104,25 @@ export class ThinSnapshotter implements Snapshotter {
 
   // ------------------------------------------------------------------ reads
 
+  // Reads of one key wait for a write to it that is under way (its kernel
+  // calls may be running): they see the snapshot before or after, never a
+  // device half made.
+
   async stat(key: string): Promise<Info> {
+    return this.locks.run([key], async () => this.statNow(key));
+  }
+
+  private statNow(key: string): Info {
     this.assertOpen();
     const row = this.mustGet(key);
     return this.info(row, this.store.labels(row.id));
   }
 
   async mounts(key: string): Promise<Mount[]> {
+    return this.locks.run([key], async () => this.mountsNow(key));
+  }
+
+  private mountsNow(key: string): Mount[] {
     this.assertOpen();
     const row = this.mustGet(key);
     if (row.kind === "committed") {
@@ -120,6 +132,10 @@ export class ThinSnapshotter implements Snapshotter {
   }
 
   async usage(key: string): Promise<Usage> {
+    return this.locks.run([key], async () => this.usageNow(key));
+  }
+
+  private usageNow(key: string): Usage {
     this.assertOpen();
     const row = this.mustGet(key);
     // A parentless snapshot starts as a copy of the base: its filesystem's

@@ -108,6 +108,21 @@ describe("overlapping writes", () => {
     expect([c, p]).toEqual(["ok", "already_exists"]);
   });
 
+  test("reads of a key wait for its write under way: never a device half made", async () => {
+    const { sn } = await open(20);
+    const p = sn.prepare("r", "");
+    // Issued while the Prepare's create_snap/activate are still waiting.
+    const [u, st, m] = await Promise.all([sn.usage("r"), sn.stat("r"), sn.mounts("r")]);
+    await p;
+    expect(u.size).toBe(0n);
+    expect(st.kind).toBe("active");
+    expect(m[0]!.source).toContain("-snap-");
+    // Without waiting, a read before the Prepare's first step is NotFound.
+    const q = sn.prepare("q", "");
+    expect(await codeOf(sn.stat("other"))).toBe("not_found");
+    await q;
+  });
+
   test("close waits for writes already under way", async () => {
     const { sn, store } = await open(30);
     const p = sn.prepare("late", "");
