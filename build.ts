@@ -22,7 +22,8 @@ const buildDate = new Date().toISOString().replace(/\.\d+Z$/, "Z");
 mkdirSync("dist", { recursive: true });
 const t0 = performance.now();
 const result = await Bun.build({
-  // The kernel worker threads' entry (src/dm/kernel-workers.ts) is bundled too.
+  // The kernel worker threads' code is its own entry point (dm/kernel-worker.js
+  // inside the executable), so that a thread loads src/dm only.
   entrypoints: ["src/cli/main.ts", "src/dm/kernel-worker.ts"],
   compile: { outfile: out },
   minify: true,

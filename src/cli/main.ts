@@ -7,10 +7,6 @@ import { check, CHECK_FLAGS, CHECK_HELP } from "./check.ts";
 import { POOL_FLAGS, POOL_HELP, poolCommand } from "./pool.ts";
 import { CliError } from "./runtime.ts";
 import { serve, SERVE_FLAGS, SERVE_HELP } from "./serve.ts";
-import { isMainThread } from "node:worker_threads";
-// Also the code of the kernel worker threads, which run this module as their
-// entry in the compiled binary (src/dm/kernel-workers.ts).
-import "../dm/kernel-worker.ts";
 
 const HELP = `thinsnap ${VERSION} — containerd snapshotter on a device-mapper thin-pool
 
@@ -74,6 +70,6 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-if (import.meta.main && isMainThread) {
+if (import.meta.main) {
   main(process.argv.slice(2)).then((code) => process.exit(code));
 }

@@ -71,7 +71,7 @@ export async function serve(p: Parsed): Promise<number> {
   const pool = poolFromConfig(dm, cfg, log);
   for (const m of unmountStaleBaseMounts()) log.warn("unmounted a base mount left by a killed thinsnap", { mount: m });
   const store = Store.open(`${cfg.rootPath}/metadata.db`);
-  const kernel = cfg.kernelThreads > 0 ? new KernelWorkers({ poolName: cfg.poolName, max: cfg.kernelThreads }) : undefined;
+  const kernel = await startKernelWorkers(cfg, log);
   let sn: ThinSnapshotter;
   try {
     sn = await ThinSnapshotter.open(cfg, { store, pool, format: formatDevice, log, listDevices: () => dm.list(), kernel });
@@ -94,6 +94,7 @@ export async function serve(p: Parsed): Promise<number> {
   const st = pool.status();
   log.info("serving", {
     address: server.address,
+    kernel_threads: kernel ? cfg.kernelThreads : 0,
     ms: Math.round(performance.now() - t0),
     data_used: `${st.usedDataBlocks}/${st.totalDataBlocks}`,
     metadata_used: `${st.usedMetadataBlocks}/${st.totalMetadataBlocks}`,
@@ -125,4 +126,19 @@ function waitForSignal(log: Logger, stop: () => Promise<void>): Promise<number> 
     process.on("SIGTERM", onSignal);
     process.on("SIGINT", onSignal);
   });
+}
+
+/** The kernel threads, or none (calls on the main thread) when they cannot work here. */
+async function startKernelWorkers(cfg: Config, log: Logger): Promise<KernelWorkers | undefined> {
+  if (cfg.kernelThreads === 0) return undefined;
+  let kw: KernelWorkers | undefined;
+  try {
+    kw = new KernelWorkers({ poolName: cfg.poolName, max: cfg.kernelThreads });
+    await kw.probe();
+    return kw;
+  } catch (e) {
+    kw?.close();
+    log.warn("kernel threads unavailable; device-mapper calls run on the main thread", { error: String(e) });
+    return undefined;
+  }
 }

@@ -16,7 +16,9 @@ export type KernelCallArgs<C extends KernelCallName> = Parameters<ThinPool[C]>;
 
 export type WorkerRequest =
   | { type: "init"; libFile: string; poolName: string }
-  | { type: "call"; id: number; call: KernelCallName; args: unknown[] };
+  | { type: "call"; id: number; call: KernelCallName; args: unknown[] }
+  /** Answers once the thread has its libdevmapper (or why it has none). */
+  | { type: "ping"; id: number };
 
 export type WorkerReply =
   | { type: "done"; id: number }

@@ -3,9 +3,9 @@
  * instance of libdevmapper from the file it is given, then runs ThinPool
  * calls one at a time and posts each outcome back.
  *
- * Started as a worker's entry module: this file itself from the source tree,
- * or the executable's main module (src/cli/main.ts imports this file) in the
- * compiled binary. It does nothing on the main thread.
+ * A worker's entry module: this file from the source tree; dm/kernel-worker.js
+ * beside the main module in the compiled binary (build.ts makes it a second
+ * entry point) -- it loads only src/dm, not the whole program.
  */
 import { isMainThread } from "node:worker_threads";
 import { DeviceMapper } from "./device-mapper.ts";
@@ -36,6 +36,10 @@ function onRequest(event: MessageEvent<WorkerRequest>): void {
   }
   try {
     if (!pool) throw new Error(`kernel worker could not load libdevmapper: ${initError ?? "not initialised"}`);
+    if (req.type === "ping") {
+      reply({ type: "done", id: req.id });
+      return;
+    }
     // Only KernelCallName methods are ever sent (kernel-workers.ts).
     const fn = pool[req.call] as (...args: unknown[]) => void;
     fn.apply(pool, req.args);

@@ -19,6 +19,7 @@
  * so an idle daemon holds none.
  */
 import { closeSync, existsSync, readFileSync, writeSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { KeyedLock } from "../keyed-lock.ts";
 import { memfdCreate } from "../sys/libc.ts";
@@ -50,13 +51,18 @@ interface Slot {
 const DEFAULT_IDLE_MS = 30_000;
 
 /**
- * From the source tree the worker's code is kernel-worker.ts beside this
- * file; in the compiled binary (or a bundle) it is part of the executable's
- * main module, which runs it instead of the CLI off the main thread.
+ * The worker's entry file: kernel-worker.ts beside this file from the source
+ * tree; in the compiled binary (build.ts) or a bundle, kernel-worker.js built
+ * as its own entry point beside the main module. null: not shipped.
  */
-function workerEntry(): string {
-  const beside = new URL("./kernel-worker.ts", import.meta.url);
-  return existsSync(fileURLToPath(beside)) ? beside.href : Bun.main;
+function workerEntry(): string | null {
+  const beside = fileURLToPath(new URL("./kernel-worker.ts", import.meta.url));
+  if (existsSync(beside)) return beside;
+  for (const rel of ["dm/kernel-worker.js", "kernel-worker.js"]) {
+    const p = join(dirname(Bun.main), rel);
+    if (existsSync(p)) return p;
+  }
+  return null;
 }
 
 export class KernelWorkers {
@@ -101,6 +107,21 @@ export class KernelWorkers {
     return this.call("discardDevice", args, [args[0]]);
   }
 
+  /**
+   * Starts a thread and checks that it can load its copy of libdevmapper
+   * (a memfd may not be executable where vm.memfd_noexec forbids it), then
+   * lets it go. Throws what went wrong.
+   */
+  async probe(): Promise<void> {
+    const slot = this.pick();
+    const worker = this.ensureWorker(slot);
+    try {
+      await this.send(slot, worker, { type: "ping", id: this.nextId++ });
+    } finally {
+      this.stop(slot, new Error("probe done"));
+    }
+  }
+
   /** Threads running now. */
   get threads(): number {
     return this.slots.filter((s) => s.worker !== null).length;
@@ -117,14 +138,19 @@ export class KernelWorkers {
     return this.devices.run(devices, () => {
       const slot = this.pick();
       const worker = this.ensureWorker(slot);
-      const id = this.nextId++;
-      if (slot.idle) clearTimeout(slot.idle);
-      slot.idle = null;
-      return new Promise<void>((resolve, reject) => {
-        slot.inFlight.set(id, { resolve, reject });
-        const req: WorkerRequest = { type: "call", id, call, args };
-        worker.postMessage(req);
-      });
+      return this.send(slot, worker, { type: "call", id: this.nextId++, call, args });
+    });
+  }
+
+  private send(slot: Slot, worker: Worker, req: WorkerRequest & { id: number }): Promise<void> {
+    if (slot.idle) clearTimeout(slot.idle);
+    slot.idle = null;
+    // A thread with work keeps the process alive (a call awaited before
+    // anything else holds the event loop, e.g. at start-up); an idle one not.
+    worker.ref();
+    return new Promise<void>((resolve, reject) => {
+      slot.inFlight.set(req.id, { resolve, reject });
+      worker.postMessage(req);
     });
   }
 
@@ -156,12 +182,18 @@ export class KernelWorkers {
 
   private ensureWorker(slot: Slot): Worker {
     if (slot.worker) return slot.worker;
-    const worker = new Worker(workerEntry());
+    const entry = workerEntry();
+    if (entry === null) throw new Error(`kernel worker code not found beside ${Bun.main}`);
+    const worker = new Worker(entry);
     worker.onmessage = (event: MessageEvent<WorkerReply>) => this.settle(slot, event.data);
-    worker.onerror = (event: ErrorEvent) => this.stop(slot, new Error(`kernel worker failed: ${event.message}`));
-    worker.addEventListener("close", () => this.stop(slot, new Error("kernel worker exited")));
-    // An idle thread must not keep the process alive.
-    worker.unref();
+    // Only while it is still the slot's thread: a stopped one's late events
+    // must not stop its successor.
+    worker.onerror = (event: ErrorEvent) => {
+      if (slot.worker === worker) this.stop(slot, new Error(`kernel worker failed: ${event.message}`));
+    };
+    worker.addEventListener("close", () => {
+      if (slot.worker === worker) this.stop(slot, new Error("kernel worker exited"));
+    });
     const init: WorkerRequest = { type: "init", libFile: slot.libFile, poolName: this.opts.poolName };
     worker.postMessage(init);
     slot.worker = worker;
@@ -176,6 +208,7 @@ export class KernelWorkers {
     else if ("dm" in r) p.reject(reviveDmError(r.dm));
     else p.reject(Object.assign(new Error(r.error.message), { name: r.error.name, code: r.error.code }));
     if (slot.inFlight.size === 0 && !this.closed) {
+      slot.worker?.unref();
       slot.idle = setTimeout(() => this.stop(slot, new Error("kernel worker stopped")), this.opts.idleMs ?? DEFAULT_IDLE_MS);
       slot.idle.unref();
     }

@@ -4,6 +4,9 @@ import { dm as env } from "./env.ts";
 import { createTestPool, type TestPool } from "./pool-fixture.ts";
 import { DmError, Errno, isErrno } from "../../src/dm/index.ts";
 import { KernelWorkers } from "../../src/dm/kernel-workers.ts";
+import { existsSync, rmSync } from "node:fs";
+import { createFilePool, destroyFilePool, startThinsnap, type Thinsnapd } from "../lib/thinsnapd.ts";
+import { snapshotsClient } from "../lib/client.ts";
 
 const SIZE = 64n << 20n;
 
@@ -89,6 +92,15 @@ describe.skipIf(!env.available)("kernel workers on a real thin-pool", () => {
     await kw.deleteThin(40);
   });
 
+  test("probe: a thread loads its own libdevmapper, answers, and is let go", async () => {
+    const other = new KernelWorkers({ poolName: "tskw", max: 2 });
+    await other.probe();
+    expect(other.threads).toBe(0);
+    await other.createSnap(60, 1, null); // and calls work after it
+    await other.deleteThin(60);
+    other.close();
+  });
+
   test("after close, calls are refused and no thread is left", async () => {
     const other = new KernelWorkers({ poolName: "tskw", max: 2 });
     await other.createSnap(50, 1, null);
@@ -97,4 +109,48 @@ describe.skipIf(!env.available)("kernel workers on a real thin-pool", () => {
     await expect(other.deleteThin(50)).rejects.toThrow("closed");
     tp.pool.deleteThin(50);
   });
+});
+
+/**
+ * The compiled executable (dist/thinsnap, built by `npm run build`; tests/run-all
+ * builds it first) ships the threads' code as its own entry point: serve must
+ * find it, run its calls there, and not fall back to the main thread.
+ */
+const BINARY = `${import.meta.dir}/../../dist/thinsnap`;
+const noBinary = !existsSync(BINARY);
+if (env.available && noBinary) console.warn(`kernel threads in the compiled binary SKIPPED: ${BINARY} missing (npm run build)`);
+
+describe.skipIf(!env.available || noBinary)("kernel threads in the compiled binary", () => {
+  test("serve starts its threads and makes a chain of layers on them", async () => {
+    const dir = "/tmp/tskwbin";
+    rmSync(dir, { recursive: true, force: true });
+    await createFilePool({ name: "tskwbin", dataFile: `${dir}/pool.data`, dataSize: "512M", binary: BINARY });
+    let d: Thinsnapd | undefined;
+    try {
+      d = await startThinsnap({ poolName: "tskwbin", dir: `${dir}/ts`, binary: BINARY, logLevel: "info" });
+      const c = snapshotsClient(d.address);
+      // Two chains at once, so that more than one thread has work.
+      await Promise.all(
+        ["a", "b"].map(async (chain) => {
+          let parent = "";
+          for (let i = 0; i < 3; i++) {
+            await c.prepare({ key: `${chain}${i}`, parent });
+            await c.commit({ name: `${chain}c${i}`, key: `${chain}${i}` });
+            parent = `${chain}c${i}`;
+          }
+        }),
+      );
+      await c.prepare({ key: "x", parent: "ac2" });
+      await c.remove({ key: "x" });
+      const log = d.logs();
+      expect(log).not.toContain("kernel threads unavailable");
+      expect(log).toMatch(/msg=serving .*kernel_threads=4/);
+      expect(await d.stop()).toBe(0);
+      d = undefined;
+    } finally {
+      await d?.kill();
+      await destroyFilePool("tskwbin", { deleteFiles: true, binary: BINARY });
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 300_000);
 });

@@ -16,6 +16,7 @@ import { socketAccepts } from "./thinsnapd.ts";
 
 const REPO = path.resolve(import.meta.dir, "../..");
 const MAIN = path.join(REPO, "src/cli/main.ts");
+const WORKER = path.join(REPO, "src/dm/kernel-worker.ts");
 
 let bundled: Promise<string[]> | null = null;
 
@@ -32,6 +33,9 @@ export async function daemonEntry(): Promise<string[]> {
     const outdir = mkdtempSync(path.join(tmpdir(), "thinsnap-bundle-"));
     const r = await Bun.build({ entrypoints: [MAIN], target: "bun", outdir, naming: "thinsnap.js" });
     if (!r.success) throw new Error(`bundling ${MAIN} failed: ${r.logs.map(String).join("\n")}`);
+    // The kernel threads' entry, beside the bundle (src/dm/kernel-workers.ts looks there).
+    const w = await Bun.build({ entrypoints: [WORKER], target: "bun", outdir, naming: "kernel-worker.js" });
+    if (!w.success) throw new Error(`bundling ${WORKER} failed: ${w.logs.map(String).join("\n")}`);
     // The bun binary itself also starts faster from tmpfs than from the share.
     const bun = path.join(outdir, "bun");
     copyFileSync(process.execPath, bun);
