@@ -86,7 +86,9 @@ export interface Config {
   logFormat: LogFormat;
   /**
    * Threads for the device-mapper calls that sleep in the kernel, so that
-   * concurrent requests overlap there; 0 = make them on the main thread.
+   * concurrent requests overlap there; 0 = make them on the main thread. Off
+   * by default: in the emulated guest each call's hop to a thread cost more
+   * than the overlap won (BENCHMARKS.md, kernel_threads rows).
    */
   kernelThreads: number;
   /** null = use an existing pool named poolName; set = create it from files. */
@@ -163,7 +165,7 @@ export const DEFAULTS: Readonly<Omit<Config, "poolName">> = Object.freeze({
   minFreeSpacePercent: 10,
   logLevel: "info",
   logFormat: "text",
-  kernelThreads: 4,
+  kernelThreads: 0,
   pool: null,
 });
 

@@ -22,6 +22,7 @@ export async function realBackend(
   name: string,
   over: Partial<SnapshotterOptions> = {},
   poolOpts: { dataSize?: number; metaSize?: number } = {},
+  kernelThreads = 0,
 ): Promise<RealBackend> {
   const tp = createTestPool(name, { dataSize: poolOpts.dataSize ?? 2 * 2 ** 30, metaSize: poolOpts.metaSize });
   const root = mkdtempSync(`/tmp/${name}-root-`);
@@ -30,8 +31,8 @@ export async function realBackend(
     poolName: name,
     ...over,
   };
-  // As in the daemon: the sleeping kernel calls run on worker threads.
-  const kernel = new KernelWorkers({ poolName: name, max: 4 });
+  // As the daemon with kernel_threads = N: the sleeping kernel calls on worker threads.
+  const kernel = kernelThreads > 0 ? new KernelWorkers({ poolName: name, max: kernelThreads }) : undefined;
   const openSn = async (o: SnapshotterOptions): Promise<{ sn: ThinSnapshotter; store: Store }> => {
     const store = Store.open(`${root}/metadata.db`);
     const sn = await ThinSnapshotter.open(o, {
@@ -59,7 +60,7 @@ export async function realBackend(
     },
     async destroy() {
       await b.sn.close();
-      kernel.close();
+      kernel?.close();
       tp.destroy();
       rmSync(root, { recursive: true, force: true });
     },

@@ -484,7 +484,8 @@ describe.skipIf(!env.available)("crash consistency of thinsnap serve (SIGKILL an
     stats.cycles++;
     epochNo++;
     if (plan.newBase) baseGen++;
-    const config = { ...cfg, asyncRemove: plan.asyncRemove, baseImageSize: baseSize() };
+    // Every other cycle with the kernel calls on worker threads (kernel_threads).
+    const config = { ...cfg, asyncRemove: plan.asyncRemove, baseImageSize: baseSize(), kernelThreads: epochNo % 2 === 0 ? 4 : 0 };
     let externalTimer: ReturnType<typeof setTimeout> | null = null;
     let killedExternally = false;
     let d: Daemon;

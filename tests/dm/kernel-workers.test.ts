@@ -127,7 +127,13 @@ describe.skipIf(!env.available || noBinary)("kernel threads in the compiled bina
     await createFilePool({ name: "tskwbin", dataFile: `${dir}/pool.data`, dataSize: "512M", binary: BINARY });
     let d: Thinsnapd | undefined;
     try {
-      d = await startThinsnap({ poolName: "tskwbin", dir: `${dir}/ts`, binary: BINARY, logLevel: "info" });
+      d = await startThinsnap({
+        poolName: "tskwbin",
+        dir: `${dir}/ts`,
+        binary: BINARY,
+        logLevel: "info",
+        extraConfig: "kernel_threads = 4",
+      });
       const c = snapshotsClient(d.address);
       // Two chains at once, so that more than one thread has work.
       await Promise.all(

@@ -36,7 +36,7 @@ describe.skipIf(!env.available)("load: concurrent clients on the real daemon", (
     tp = createTestPool(POOL, { dataSize: 2 * 2 ** 30, metaSize: 64 << 20 });
     dir = mkdtempSync("/tmp/tsload-");
     mkdirSync(`${dir}/run`, { mode: 0o700 });
-    cfg = { poolName: POOL, rootPath: `${dir}/root`, address: `${dir}/run/s.sock`, logLevel: "warn", asyncRemove: true };
+    cfg = { poolName: POOL, rootPath: `${dir}/root`, address: `${dir}/run/s.sock`, logLevel: "warn", asyncRemove: true, kernelThreads: 4 };
     d = await Daemon.start({ config: cfg, readyTimeoutMs: 120_000 });
     const c = snapshotsClient(cfg.address);
     let parent = "";

@@ -18,18 +18,19 @@ import { realBackend, withMount, writeBytes, type RealBackend } from "./backend.
 import { describeSemantics, expectCode } from "../shared/semantics.ts";
 import { sh, thinDevicesOf } from "./pool-fixture.ts";
 
-for (const [fsType, asyncRemove] of [
-  ["ext4", false],
-  ["xfs", true],
+for (const [fsType, asyncRemove, kernelThreads] of [
+  ["ext4", false, 0],
+  ["xfs", true, 4],
 ] as const) {
   describeSemantics(
-    `real thin-pool, ${fsType}, async_remove=${asyncRemove}`,
+    `real thin-pool, ${fsType}, async_remove=${asyncRemove}, kernel_threads=${kernelThreads}`,
     async () => {
-      const b = await realBackend(`tssem${fsType}`, {
-        fsType,
-        asyncRemove,
-        baseImageSize: fsType === "xfs" ? 320n << 20n : 64n << 20n,
-      });
+      const b = await realBackend(
+        `tssem${fsType}`,
+        { fsType, asyncRemove, baseImageSize: fsType === "xfs" ? 320n << 20n : 64n << 20n },
+        {},
+        kernelThreads,
+      );
       return {
         sn: b.sn,
         fsType,

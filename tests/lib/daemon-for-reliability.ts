@@ -59,6 +59,8 @@ export interface DaemonConfig {
   socketMode?: string;
   socketGroup?: string;
   logLevel?: "trace" | "debug" | "info" | "warn" | "error";
+  /** kernel_threads (default 0: calls on the main thread, as in the default config). */
+  kernelThreads?: number;
   /** A file-backed pool ([pool]): serve creates it, or reloads it from the files after a reboot. */
   pool?: { dataFile: string; metaFile: string; dataSize: string; metaSize: string };
 }
@@ -80,6 +82,7 @@ export function configToml(c: DaemonConfig): string {
   lines.push(`min_free_space = ${typeof mfs === "number" ? String(mfs) : q(mfs)}`);
   if (c.socketMode !== undefined) lines.push(`socket_mode = ${q(c.socketMode)}`);
   if (c.socketGroup !== undefined) lines.push(`socket_group = ${q(c.socketGroup)}`);
+  if (c.kernelThreads !== undefined) lines.push(`kernel_threads = ${c.kernelThreads}`);
   if (c.pool) {
     lines.push("[pool]", `data_file = ${q(c.pool.dataFile)}`, `meta_file = ${q(c.pool.metaFile)}`);
     lines.push(`data_size = ${q(c.pool.dataSize)}`, `meta_size = ${q(c.pool.metaSize)}`);

@@ -150,7 +150,7 @@ describe("defaults", () => {
       minFreeSpacePercent: 10,
       logLevel: "info",
       logFormat: "text",
-      kernelThreads: 4,
+      kernelThreads: 0,
       pool: null,
     });
     expect(Object.isFrozen(DEFAULTS)).toBe(true);
