@@ -993,7 +993,8 @@ ${renderTable()}
 
 Resident memory of \`thinsnap serve\` (VmRSS, the larger of the two daemons): idle ${(idleRss / 1024).toFixed(1)} MiB (after start-up, before any request);
 under the 16-way concurrent load ${(concurrentRss / 1024).toFixed(1)} MiB (maximum of samples every 25 ms); VmHWM at the end ${(hwmRss / 1024).toFixed(1)} MiB;
-idle again ${(afterRss / 1024).toFixed(1)} MiB, 32 s after the last run.
+idle again ${(afterRss / 1024).toFixed(1)} MiB, 32 s after the last run: what the runtime's heap and allocator grew to under load is
+not handed back to the system (on the host, a forced full GC, \`Bun.gc(true)\`, handed back ~10 of ~30 MiB; \`--smol\` made no difference).
 
 ## Targets
 

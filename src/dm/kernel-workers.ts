@@ -6,7 +6,8 @@
  * is spent asleep, not on a CPU. Made on the JS thread, each would stall
  * every other request; on workers, they overlap (measured in the guest: 1, 2,
  * 4 and 8 threads doing create_snap + activate + remove gave 12, 24, 50 and
- * 80 cycles/s).
+ * 80 cycles/s). End to end, under emulation, the hop to a thread costs more
+ * than that wins (bench: kernel_threads rows), hence off by default.
  *
  * libdevmapper keeps process-wide state (the pending /dev/mapper node
  * operations, the log hook) and is not thread-safe, so each worker loads a
