@@ -21,6 +21,18 @@ export class KeyedLock {
     }
   }
 
+  /**
+   * Runs a synchronous `fn` once every section already holding or waiting
+   * for `key` is done, without taking the key itself: a read that must not
+   * see a write half done. Uncontended, it costs a map lookup.
+   */
+  async after<T>(key: string, fn: () => T): Promise<T> {
+    const tail = this.tails.get(key);
+    if (tail !== undefined) await tail;
+    // Synchronous: no later section on the key can start before it returns.
+    return fn();
+  }
+
   /** Resolves once nothing holds or waits for any key. */
   async drained(): Promise<void> {
     while (this.tails.size > 0) await Promise.all(this.tails.values());

@@ -109,7 +109,7 @@ export class ThinSnapshotter implements Snapshotter {
   // device half made.
 
   async stat(key: string): Promise<Info> {
-    return this.locks.run([key], async () => this.statNow(key));
+    return this.locks.after(key, () => this.statNow(key));
   }
 
   private statNow(key: string): Info {
@@ -119,7 +119,7 @@ export class ThinSnapshotter implements Snapshotter {
   }
 
   async mounts(key: string): Promise<Mount[]> {
-    return this.locks.run([key], async () => this.mountsNow(key));
+    return this.locks.after(key, () => this.mountsNow(key));
   }
 
   private mountsNow(key: string): Mount[] {
@@ -132,7 +132,7 @@ export class ThinSnapshotter implements Snapshotter {
   }
 
   async usage(key: string): Promise<Usage> {
-    return this.locks.run([key], async () => this.usageNow(key));
+    return this.locks.after(key, () => this.usageNow(key));
   }
 
   private usageNow(key: string): Usage {

@@ -151,6 +151,20 @@ describe("KeyedLock", () => {
     expect(lock.size).toBe(0);
   });
 
+  test("after() waits for the key's sections under way, and holds nothing itself", async () => {
+    const lock = new KeyedLock();
+    const log: string[] = [];
+    const w = lock.run(["k"], async () => {
+      await Bun.sleep(10);
+      log.push("write");
+    });
+    const r = lock.after("k", () => log.push("read"));
+    await Promise.all([w, r]);
+    expect(log).toEqual(["write", "read"]);
+    expect(await lock.after("free", () => 5)).toBe(5);
+    expect(lock.size).toBe(0);
+  });
+
   test("a failing section releases its keys", async () => {
     const lock = new KeyedLock();
     await expect(lock.run(["k"], async () => Promise.reject(new Error("boom")))).rejects.toThrow("boom");
