@@ -363,7 +363,13 @@ export class ThinSnapshotter implements Snapshotter {
     const dev = next.reserved ? this.store.txRelaxed(intent) : this.store.tx(intent);
     killPoint("prepare.after-intent");
     try {
-      await this.calls.createSnap(dev.thinId, origin.thinId, origin.active ? origin.dmName : null);
+      // Suspend the origin if it is mapped now, whatever the store says: a
+      // parent committed while still mounted stays mapped (deferred removal)
+      // although its row is inactive. The origin is committed or the base, so
+      // nothing maps it again meanwhile; if it goes away, the suspend's ENXIO
+      // means "not mapped" (ThinPool.createSnap).
+      const originMapped = this.pool.info(origin.dmName) !== null;
+      await this.calls.createSnap(dev.thinId, origin.thinId, originMapped ? origin.dmName : null);
       killPoint("prepare.after-create-snap");
       await this.calls.activate(dev.dmName, dev.thinId, dev.sizeBytes);
       killPoint("prepare.after-activate");

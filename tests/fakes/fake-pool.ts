@@ -89,8 +89,15 @@ export class FakePool implements PoolApi {
     this.leave("create_thin");
   }
 
-  createSnap(id: number, originId: number, _activeOrigin: string | null): void {
+  createSnap(id: number, originId: number, activeOrigin: string | null): void {
     this.enter("create_snap", this.name);
+    // The kernel's rule (thin-provisioning.txt): a mapped origin must be
+    // suspended around create_snap, or the snapshot may miss in-flight writes.
+    for (const [n, m] of this.mapped) {
+      if (m.id === originId && n !== activeOrigin) {
+        throw new Error(`fake: create_snap ${id} ${originId} while origin ${n} is mapped and not suspended`);
+      }
+    }
     const o = this.thins.get(originId);
     if (!o) throw new DmError("message", this.name, Errno.ENODATA, []);
     if (this.thins.has(id)) throw new DmError("message", this.name, Errno.EEXIST, []);

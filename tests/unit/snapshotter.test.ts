@@ -88,6 +88,18 @@ describe("thin devices on a fake pool", () => {
     expect((await sn.stat("c")).kind).toBe("committed");
   });
 
+  test("a child of a parent committed while still open is snapshotted with the parent suspended", async () => {
+    const { sn, pool, store } = await open();
+    await sn.prepare("a", "");
+    const parentDev = dmNameOf(store, "a");
+    pool.open(parentDev);
+    await sn.commit("c", "a");
+    // The store now says inactive, but the kernel still maps the device.
+    expect(pool.mapped.has(parentDev)).toBe(true);
+    await sn.prepare("child", "c");
+    expect((await sn.stat("child")).parent).toBe("c");
+  });
+
   test("sync remove of a mounted snapshot is refused and changes nothing", async () => {
     const { sn, pool, store } = await open();
     await sn.prepare("a", "");
