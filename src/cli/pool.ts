@@ -186,10 +186,7 @@ function status(p: Parsed): number {
   if (existsSync(dbPath)) {
     const store = Store.open(dbPath);
     try {
-      snapshots = {};
-      for (const r of store.db.query<{ kind: string; n: number }, []>("SELECT kind, COUNT(*) AS n FROM snapshots GROUP BY kind").all()) {
-        snapshots[r.kind] = r.n;
-      }
+      snapshots = { ...store.countByKind() };
       devicesByState = {};
       for (const d of store.allDevices()) devicesByState[d.state] = (devicesByState[d.state] ?? 0) + 1;
     } finally {

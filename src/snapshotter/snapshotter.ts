@@ -27,7 +27,8 @@ import {
 } from "../errors.ts";
 import { silentLogger, type Logger } from "../log.ts";
 import type { DeviceRow, SnapshotRow, Store } from "../store/store.ts";
-import { matches, parseFilters, toSql } from "./filters.ts";
+import { MatchBudget, matchesWithin } from "../filters/match.ts";
+import { parseFiltersAsync } from "../filters/parser.ts";
 import { applyLabelUpdate, FSTYPE_LABEL, validateLabels, withoutEmpty } from "./labels.ts";
 import { inlineKernelCalls, type Formatter, type KernelCalls, type MappingInfo, type PoolApi, type PoolStatus } from "./pool-api.ts";
 import { KeyedLock } from "../keyed-lock.ts";
@@ -155,13 +156,21 @@ export class ThinSnapshotter implements Snapshotter {
     return { size: size > 0n ? size : 0n, inodes: 0n };
   }
 
+  /**
+   * Lists what is stored when it starts (the store's rows are read in one
+   * go): snapshots whose Prepare/View is still in its kernel calls are not
+   * listed (Store.select), Commits and Removes show from their one store
+   * transaction on. Compiling and matching the filters yield to the event
+   * loop, within the limits of src/filters/limits.ts.
+   */
   async walk(fn: (info: Info) => void | Promise<void>, filters: string[]): Promise<void> {
     this.assertOpen();
-    const f = parseFilters(filters);
-    const { where, params, exact } = toSql(f);
-    for (const { row, labels } of this.store.select(where, params)) {
+    const f = await parseFiltersAsync(filters);
+    const { rows, exact } = this.store.select(f);
+    const budget = new MatchBudget();
+    for (const { row, labels } of rows) {
       const info = this.info(row, labels);
-      if (!exact && !matches(f, info)) continue;
+      if (!exact && !(await matchesWithin(f, info, budget))) continue;
       await fn(info);
     }
   }

@@ -2,19 +2,11 @@
  * The snapshotter contract, shaped after containerd's snapshots.Snapshotter
  * (snapshots/snapshotter.go). The RPC layer depends only on this file.
  */
-export type Kind = "view" | "active" | "committed";
+import type { Info, Labels } from "../model.ts";
 
-export type Labels = Record<string, string>;
-
-export interface Info {
-  kind: Kind;
-  name: string;
-  /** Name of the committed parent, "" when parentless. */
-  parent: string;
-  labels: Labels;
-  created: Date;
-  updated: Date;
-}
+// The model types live below the store and the filters; re-exported here so
+// the RPC layer keeps depending on this one file.
+export type { Info, Kind, Labels } from "../model.ts";
 
 export interface Mount {
   type: string;

@@ -6,7 +6,9 @@
 import { Database } from "bun:sqlite";
 import { chmodSync, existsSync, mkdirSync } from "node:fs";
 import { dirname } from "node:path";
-import type { Kind, Labels } from "../snapshotter/types.ts";
+import type { Filter } from "../filters/parser.ts";
+import type { Kind, Labels } from "../model.ts";
+import { toSql } from "./filter-sql.ts";
 import { SCHEMA, SCHEMA_VERSION } from "./schema.ts";
 import { MAX_THIN_ID } from "../dm/status.ts";
 
@@ -98,7 +100,7 @@ function toSnapshot(r: RawSnapshot): SnapshotRow {
 
 
 export class Store {
-  readonly db: Database;
+  private readonly db: Database;
 
   private constructor(db: Database) {
     this.db = db;
@@ -135,6 +137,11 @@ export class Store {
 
   close(): void {
     this.db.close();
+  }
+
+  /** The whole database as bytes (tests take crash images with it; Store.wrap(Database.deserialize(...)) reopens one). */
+  serialize(): Uint8Array {
+    return this.db.serialize();
   }
 
   /** Runs fn in one IMMEDIATE transaction (rolled back if fn throws). */
@@ -360,27 +367,43 @@ export class Store {
   }
 
   /**
-   * Snapshots matching a SQL WHERE fragment over `snapshots s` (with `p` the
-   * parent), with their labels, in two queries whatever the count.
+   * The snapshots that may match `filter`, with their labels, in two queries
+   * whatever the count. exact=false: a superset (regexps are not evaluated in
+   * SQL), each row must be re-checked with the filter's matcher.
+   *
+   * Never a half-made snapshot: rows whose device is still 'creating' (a
+   * Prepare/View in its kernel calls, or one that will be rolled back) are
+   * left out, so a snapshot is listed once its device is ready.
    */
-  select(where: string, params: string[]): { row: SnapshotRow; labels: Labels }[] {
+  select(filter: Filter): { rows: { row: SnapshotRow; labels: Labels }[]; exact: boolean } {
+    const { where, params, exact } = toSql(filter);
+    const made = `${where} AND s.thin_id NOT IN (SELECT thin_id FROM devices WHERE state = 'creating')`;
     const rows = this.db
-      .query<RawSnapshot, string[]>(`SELECT ${SNAPSHOT_COLUMNS} FROM ${SNAPSHOT_FROM} WHERE ${where} ORDER BY s.id`)
+      .query<RawSnapshot, string[]>(`SELECT ${SNAPSHOT_COLUMNS} FROM ${SNAPSHOT_FROM} WHERE ${made} ORDER BY s.id`)
       .all(...params);
     const byId = new Map<number, { row: SnapshotRow; labels: Labels }>();
     for (const r of rows) byId.set(r.id, { row: toSnapshot(r), labels: {} });
-    if (byId.size === 0) return [];
+    if (byId.size === 0) return { rows: [], exact };
     const lrows = this.db
       .query<{ snapshot_id: number; key: string; value: string }, string[]>(
         `SELECT l.snapshot_id, l.key, l.value FROM labels l
-         JOIN snapshots s ON s.id = l.snapshot_id LEFT JOIN snapshots p ON p.id = s.parent_id WHERE ${where}`,
+         JOIN snapshots s ON s.id = l.snapshot_id LEFT JOIN snapshots p ON p.id = s.parent_id WHERE ${made}`,
       )
       .all(...params);
     for (const l of lrows) {
       const e = byId.get(l.snapshot_id);
       if (e) e.labels[l.key] = l.value;
     }
-    return [...byId.values()];
+    return { rows: [...byId.values()], exact };
+  }
+
+  /** Snapshot counts by kind (`pool status`). */
+  countByKind(): Partial<Record<Kind, number>> {
+    const out: Partial<Record<Kind, number>> = {};
+    for (const r of this.db.query<{ kind: Kind; n: number }, []>("SELECT kind, COUNT(*) AS n FROM snapshots GROUP BY kind").all()) {
+      out[r.kind] = r.n;
+    }
+    return out;
   }
 
   countSnapshots(): number {

@@ -1,18 +1,11 @@
 import { Database } from "bun:sqlite";
 import { describe, expect, test } from "bun:test";
 import { SnapshotterError } from "../../src/errors.ts";
-import {
-  compileRe2,
-  type Filter,
-  type FilterTarget,
-  MAX_REGEXP_LENGTH,
-  MAX_SQL_SELECTORS,
-  matches,
-  parseFilters,
-  Re2SyntaxError,
-  type Selector,
-  toSql,
-} from "../../src/snapshotter/filters.ts";
+import { type FilterTarget, matches } from "../../src/filters/match.ts";
+import { type Filter, parseFilters, type Selector } from "../../src/filters/parser.ts";
+import { MAX_REGEXP_LENGTH } from "../../src/filters/limits.ts";
+import { compileRe2, Re2SyntaxError } from "../../src/filters/regexp.ts";
+import { MAX_SQL_SELECTORS, toSql } from "../../src/store/filter-sql.ts";
 
 // ---------------------------------------------------------------------------
 // Golden data produced by the reference: containerd v1.6.20 filters/*.go with

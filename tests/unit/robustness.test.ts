@@ -47,7 +47,7 @@ describe("start-up survives busy and broken devices", () => {
     let image: { db: Uint8Array; pool: FakePool } | null = null;
     pool.afterCall = (op) => {
       if (op === "activate" && !image) {
-        image = { db: store.db.serialize(), pool: pool.clone() };
+        image = { db: store.serialize(), pool: pool.clone() };
         throw new Error("crash");
       }
     };

@@ -189,7 +189,7 @@ describe("crash at every kernel step, then restart", () => {
           const hook = (call: string): void => {
             if (image || call === "status" || call === "info" || call === "thin_status") return;
             if (n++ === crashAt) {
-              image = { db: store.db.serialize(), pool: pool.clone() };
+              image = { db: store.serialize(), pool: pool.clone() };
               throw new Crash(call);
             }
           };

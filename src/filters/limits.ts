@@ -1,0 +1,39 @@
+/**
+ * The bounds on the work one List's filters can cause. A List's regexps are
+ * compiled and matched on the event loop, so these keep any one List from
+ * holding it (and other requests) for long, and from using much memory.
+ *
+ * Work is counted in "steps": a regexp match costs its program size times the
+ * characters it scans (the worst case of RE2's NFA, ~16 ns a step measured on
+ * an idle x86 host); any other selector costs SELECTOR_STEPS.
+ *
+ * Static limits (on the request itself) are InvalidArgument; the work limit,
+ * which depends on the stored data too, is ResourceExhausted.
+ */
+
+/** Distinct "~=" patterns per List: each compiled pattern may keep up to 8 MiB of DFA cache (re2js). */
+export const MAX_FILTER_REGEXPS = 16;
+
+/** Characters (UTF-16 code units) of one "~=" pattern: bounds its compile time (~45 ms at most). */
+export const MAX_REGEXP_LENGTH = 1024;
+
+/** Instructions of one compiled pattern (`a{1000}` is 1002, a 1024-character literal 1026): bounds its memory. */
+export const MAX_REGEXP_PROGRAM = 2048;
+
+/** Instructions of all of a List's compiled patterns together: bounds compile time and memory per List. */
+export const MAX_FILTER_PROGRAM = 8192;
+
+/**
+ * Steps between two yields to the event loop while a List matches (~30 ms at
+ * the slowest step measured, `\pL{1000}` on 4,000 letters). A single match
+ * cannot be split, so this is also the most one value may cost: a larger
+ * regexp against a longer value (e.g. 300 instructions against a 4 KiB
+ * label) is refused rather than hold other requests up.
+ */
+export const MATCH_STEPS_SLICE = 2 ** 20;
+
+/** Steps one List may spend matching in all (a few seconds of CPU at worst, other requests served meanwhile). */
+export const MAX_MATCH_STEPS = 2 ** 28;
+
+/** What evaluating a selector that is not a regexp (a lookup and a compare) counts, in steps. */
+export const SELECTOR_STEPS = 16;

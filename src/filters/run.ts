@@ -1,0 +1,22 @@
+/**
+ * Drivers for work written as generators that `yield` where the event loop
+ * may run: the same code serves a synchronous caller (tests, tools) and the
+ * daemon, which must keep answering other requests while a List works.
+ */
+
+/** Runs to the end without yielding. */
+export function runSync<T>(steps: Generator<void, T, void>): T {
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+  }
+}
+
+/** Runs to the end, letting the event loop (I/O, timers, other requests) run at each yield. */
+export async function runYielding<T>(steps: Generator<void, T, void>): Promise<T> {
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+}
