@@ -4,8 +4,9 @@
  * holding it (and other requests) for long, and from using much memory.
  *
  * Work is counted in "steps": a regexp match costs its program size times the
- * characters it scans (the worst case of RE2's NFA, ~16 ns a step measured on
- * an idle x86 host); any other selector costs SELECTOR_STEPS.
+ * characters it scans (the bound of RE2's NFA; 6 to 50 ns a step measured on
+ * an x86 host, the high end while re2js builds DFA states); any other
+ * selector costs SELECTOR_STEPS.
  *
  * Static limits (on the request itself) are InvalidArgument; the work limit,
  * which depends on the stored data too, is ResourceExhausted.
@@ -24,13 +25,15 @@ export const MAX_REGEXP_PROGRAM = 2048;
 export const MAX_FILTER_PROGRAM = 8192;
 
 /**
- * Steps between two yields to the event loop while a List matches (~30 ms at
- * the slowest step measured, `\pL{1000}` on 4,000 letters). A single match
- * cannot be split, so this is also the most one value may cost: a larger
- * regexp against a longer value (e.g. 300 instructions against a 4 KiB
- * label) is refused rather than hold other requests up.
+ * Steps between two yields to the event loop while a List matches: ~13 ms at
+ * the slowest step measured (~50 ns: re2js building DFA states on a first
+ * match), so a request arriving meanwhile waits a few such slices at most. A
+ * single match cannot be split, so this is also the most one value may cost:
+ * a regexp of n instructions matches values of up to 2^18/n characters (64
+ * instructions: any label, which is at most 4096 bytes); a costlier match is
+ * refused rather than hold other requests up.
  */
-export const MATCH_STEPS_SLICE = 2 ** 20;
+export const MATCH_STEPS_SLICE = 2 ** 18;
 
 /** Steps one List may spend matching in all (a few seconds of CPU at worst, other requests served meanwhile). */
 export const MAX_MATCH_STEPS = 2 ** 28;
