@@ -530,6 +530,34 @@ describe("RE2 regexps", () => {
   });
 });
 
+describe("re2js put back to Go 1.19's syntax (regexp/syntax/parse.go)", () => {
+  test("a capture name used twice is accepted, as Go does", () => {
+    expect(compileRe2("(?P<n>a)|(?P<n>b)").test("b")).toBe(true);
+    expect(() => compileRe2("(?P<n>(?P<n>")).toThrow("error parsing regexp: missing closing ): `(?P<n>(?P<n>`");
+  });
+
+  test("any (?< is unsupported Perl syntax, unless an error comes first", () => {
+    expect(() => compileRe2("x(?<n>a)")).toThrow("error parsing regexp: invalid or unsupported Perl syntax: `(?<`");
+    expect(() => compileRe2("((?<n>a)")).toThrow("error parsing regexp: invalid or unsupported Perl syntax: `(?<`");
+    expect(() => compileRe2(")(?<{")).toThrow("error parsing regexp: unexpected ): `)(?<{`");
+    expect(() => compileRe2("a**(?<n>)")).toThrow("error parsing regexp: invalid nested repetition operator: `**`");
+    expect(() => compileRe2("(?i(?<n>)")).toThrow("error parsing regexp: invalid or unsupported Perl syntax: `(?i(`");
+    // A "(?P<" name runs to the next ">", a (?< inside it included.
+    expect(() => compileRe2("(?P<a(?<b>c)")).toThrow("error parsing regexp: invalid named capture: `(?P<a(?<b>`");
+  });
+
+  test("(?< inside a class or a \\Q...\\E literal is just text", () => {
+    expect(compileRe2("[(?<]").test("<")).toBe(true);
+    expect(compileRe2("\\Q(?<\\E").test("x(?<y")).toBe(true);
+    expect(compileRe2("[]a(?<]").test("]")).toBe(true);
+  });
+
+  test("a bare (?P< at the end is unknown flags", () => {
+    expect(() => compileRe2("a(?P<")).toThrow("error parsing regexp: invalid or unsupported Perl syntax: `(?P`");
+    expect(() => compileRe2("a(?P<x")).toThrow("error parsing regexp: invalid named capture: `(?P<x`");
+  });
+});
+
 // ---------------------------------------------------------------------------
 // SQL
 
