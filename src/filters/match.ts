@@ -20,7 +20,7 @@
 import { invalidArgument, resourceExhausted } from "../errors.ts";
 import { type Info, isKind } from "../model.ts";
 import { MATCH_STEPS_SLICE, MAX_MATCH_STEPS, SELECTOR_STEPS } from "./limits.ts";
-import type { Filter, Selector } from "./parser.ts";
+import type { Filter, Op } from "./parser.ts";
 import { compileRe2, type Re2, Re2SyntaxError } from "./regexp.ts";
 import { runSync, runYielding } from "./run.ts";
 
@@ -64,16 +64,14 @@ export function regexpFor(f: Filter, pattern: string): Re2 {
   return re;
 }
 
-function compare(sel: Selector, value: string, present: boolean): boolean {
-  switch (sel.op) {
+function compare(op: Exclude<Op, "~=">, operand: string, value: string, present: boolean): boolean {
+  switch (op) {
     case "present":
       return present;
     case "==":
-      return present && value === sel.value;
+      return present && value === operand;
     case "!=":
-      return value !== sel.value; // presence ignored, as in filter.go
-    case "~=":
-      throw new Error("compare: ~= is a regexp");
+      return value !== operand; // presence ignored, as in filter.go
   }
 }
 
@@ -120,7 +118,7 @@ function* evaluate(f: Filter, info: FilterTarget, budget: MatchBudget | null): G
         ok = re.test(value);
       } else {
         if (budget?.charge(SELECTOR_STEPS, () => "a selector")) yield;
-        ok = compare(sel, value, present);
+        ok = compare(sel.op, sel.value, value, present);
       }
       if (!ok) break;
     }
