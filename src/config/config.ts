@@ -80,6 +80,11 @@ function applyTexts(layer: Layer, texts: ReadonlyMap<KeyEntry, string>): ConfigI
 
 /** Resolves every key of the layer (given, default or derived) and checks each. */
 function resolve(layer: Layer): Config {
+  const { main, pool } = resolveValues(layer);
+  return toConfig(main, pool);
+}
+
+function resolveValues(layer: Layer): { main: MainValues; pool: PoolConfig | null } {
   if (layer.main.poolName === undefined) {
     const where = layer.file === null ? null : layer.missing ? `${layer.file} (not found)` : layer.file;
     const e = MAIN_KEYS.find((x) => x.field === "poolName");
@@ -135,7 +140,7 @@ function resolve(layer: Layer): Config {
   for (const e of MAIN_KEYS) check(e, main);
   if (pool !== null) for (const e of POOL_KEYS) check(e, pool);
   if (issues.length > 0) throw new ConfigError(issues);
-  return toConfig(main as MainValues, pool as PoolConfig | null); // valueOf filled every key
+  return { main: main as MainValues, pool: pool as PoolConfig | null }; // valueOf filled every key
 }
 
 function toConfig(main: MainValues, pool: PoolConfig | null): Config {
@@ -153,9 +158,11 @@ export const POOL_DEFAULTS: Readonly<Partial<PoolConfig>> = Object.freeze(
   Object.fromEntries(POOL_KEYS.filter((e) => e.default !== undefined).map((e) => [e.field, e.default])),
 );
 
-/** Every key's value with a [pool] table and the given pool_name: what the example file shows. */
-export function defaultValues(poolName: string): Config {
-  return resolve({ ...emptyLayer(null, false), main: { poolName }, pool: {} });
+/** Every key's value, per key, with a [pool] table and the given pool_name: what the example file shows. */
+export function defaultValues(poolName: string): { main: MainValues; pool: PoolConfig } {
+  const { main, pool } = resolveValues({ ...emptyLayer(null, false), main: { poolName }, pool: {} });
+  if (pool === null) throw new Error("unreachable: [pool] was given");
+  return { main, pool };
 }
 
 // ---------------------------------------------------------------------------

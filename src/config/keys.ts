@@ -62,6 +62,11 @@ export const MIN_XFS_SIZE = 300n * MiB;
 export const MAX_KERNEL_THREADS = 64;
 const SECTOR = geo.SECTOR;
 
+/** "a", "b" or "c" */
+const orList = (items: readonly string[], quote = (s: string) => `"${s}"`): string =>
+  items.length < 2 ? items.map(quote).join("") : `${items.slice(0, -1).map(quote).join(", ")} or ${quote(items.at(-1) ?? "")}`;
+const code = (s: string): string => `\`${s}\``;
+
 const absolute = (what: string) => (v: string): string | null =>
   !v.startsWith("/") ? `must be an absolute path${what}` : v.includes("\0") ? "must not contain NUL" : null;
 
@@ -158,8 +163,8 @@ costs nothing.`,
     kind: kind.oneOf(FS_TYPES),
     containerd: true,
     default: "ext4",
-    summary: `${FS_TYPES.map((t) => `\`${t}\``).join(", ")}; children inherit their parent's`,
-    doc: `File system made on base devices: ${FS_TYPES.map((t) => `"${t}"`).join(", ")}.`,
+    summary: `${orList(FS_TYPES, code)}; children inherit their parent's`,
+    doc: `File system made on base devices: ${orList(FS_TYPES)}.`,
   },
   {
     table: "",
@@ -240,8 +245,8 @@ dm.min_free_space.`,
     kind: kind.oneOf(LOG_LEVELS),
     flag: "log-level",
     default: "info",
-    summary: `${LOG_LEVELS.map((l) => `\`${l}\``).join(", ")}`,
-    doc: `${LOG_LEVELS.map((l) => `"${l}"`).join(", ")}.`,
+    summary: orList(LOG_LEVELS, code),
+    doc: `${orList(LOG_LEVELS)}.`,
   },
   {
     table: "",
@@ -250,8 +255,8 @@ dm.min_free_space.`,
     kind: kind.oneOf(LOG_FORMATS),
     flag: "log-format",
     default: "text",
-    summary: `${LOG_FORMATS.map((l) => `\`${l}\``).join(" or ")}`,
-    doc: `${LOG_FORMATS.map((l) => `"${l}"`).join(" or ")}.`,
+    summary: orList(LOG_FORMATS, code),
+    doc: `${orList(LOG_FORMATS)}.`,
   },
   {
     table: "",
@@ -323,7 +328,7 @@ export const POOL_KEYS: readonly PoolEntry[] = [
     kind: kind.size,
     derive: (c) => geo.defaultMetaSize(c.get("dataSize"), c.get("blockSize")),
     defaultText: geo.META_SIZE_RULE,
-    summary: `size of the metadata file; default ${geo.META_SIZE_RULE}`,
+    summary: "size of the metadata file",
     doc: `Size of the metadata file. Default, after the kernel's guidance
 (Documentation/admin-guide/device-mapper/thin-provisioning.rst):
 48 * data_size / block_size bytes, rounded up to ${formatSize(geo.META_BLOCK_SIZE)}, at least
@@ -351,7 +356,7 @@ snapshots.`,
     kind: kind.count,
     derive: (c) => geo.defaultLowWaterMark(c.get("dataSize"), c.get("blockSize")),
     defaultText: geo.LOW_WATER_MARK_RULE,
-    summary: `free data blocks at which the kernel raises an event; default ${geo.LOW_WATER_MARK_RULE}`,
+    summary: "free data blocks at which the kernel raises an event",
     doc: `Free-space threshold, in data blocks, at which the kernel raises a
 device-mapper event. Must be below the number of data blocks. Default:
 ${geo.DEFAULT_LOW_WATER_MARK_MAX} (containerd's docs; 2 GiB at 64 KiB blocks), or a tenth of the data

@@ -53,12 +53,18 @@ const SIZE_UNITS: readonly (readonly [string, bigint])[] = [
   ["k", 1n << 10n],
 ];
 
-/** A size as TOML: "10GB" when a unit divides it exactly (go-units reads it back), else bytes. */
-export function sizeLiteral(bytes: bigint): string {
+/** A size as go-units reads it back exactly: "10GB" when a unit divides it, else bytes ("1000"). */
+export function sizeText(bytes: bigint): string {
   for (const [unit, n] of SIZE_UNITS) {
-    if (bytes > 0n && bytes % n === 0n) return `"${bytes / n}${unit.toUpperCase()}B"`;
+    if (bytes > 0n && bytes % n === 0n) return `${bytes / n}${unit.toUpperCase()}B`;
   }
   return String(bytes);
+}
+
+/** A size as TOML: a string ("10GB") when a unit divides it, else an integer of bytes. */
+export function sizeLiteral(bytes: bigint): string {
+  const text = sizeText(bytes);
+  return /^\d+$/.test(text) ? text : `"${text}"`;
 }
 
 const integerFlag = (s: string): TomlValue => (/^-?\d+$/.test(s) ? BigInt(s) : s);

@@ -18,7 +18,7 @@ export const MIN_META_SIZE = 2n * MiB;
 export const MAX_META_SIZE = 16n * GiB;
 /**
  * What the kernel actually uses of a metadata device: DM_SM_METADATA_MAX_BLOCKS
- * (255 * (2^14 - 64)) blocks of 4 KiB = 15.875 GiB; anything past it is ignored
+ * (255 * (2^14 - 64)) blocks of 4 KiB, just over 15.87 GiB; anything past it is ignored
  * with a warning. Derived sizes are capped here.
  */
 export const KERNEL_META_MAX = 255n * ((1n << 14n) - 64n) * META_BLOCK_SIZE;
