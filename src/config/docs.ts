@@ -33,6 +33,7 @@ export function exampleToml(): string {
   const values = defaultValues(EXAMPLE_POOL_NAME);
   const containerd = MAIN_KEYS.filter((e) => e.containerd);
   const own = MAIN_KEYS.filter((e) => !e.containerd);
+  const examples = [...MAIN_KEYS, ...POOL_KEYS].filter((e) => !isRequired(e) && e.example !== undefined).map((e) => e.key);
   const header = `thinsnap configuration: ${DEFAULT_CONFIG_PATH}
 (generated from src/config/keys.ts by \`thinsnap config example\`)
 
@@ -43,7 +44,8 @@ containerd proxy plugin. Register it in containerd's config.toml:
     type = "snapshot"
     address = "${DEFAULT_ADDRESS}"
 
-Every key below except ${MAIN_KEYS.filter(isRequired).map((e) => e.key).join(", ")} shows its default, commented out.
+Every key below except ${MAIN_KEYS.filter(isRequired).map((e) => e.key).join(", ")} shows its default, commented out
+(${examples.join(", ")}: an example; ${examples.length > 1 ? "they are" : "it is"} unset by default).
 Unknown keys are errors.
 
 Sizes are strings parsed like containerd parses base_image_size (docker
