@@ -32,7 +32,7 @@ export const DEFAULT_CONFIG_PATH = "/etc/thinsnap/config.toml";
 /** Sets a key's value in the layer, as given by the caller (no file, no line). */
 function override<V, F extends keyof V>(layer: Layer, e: Entry<V, F> & { table: string }, value: V[F], into: Partial<V>): void {
   into[e.field] = value;
-  layer.where.set(e.table === "" ? String(e.key) : `${e.table}.${e.key}`, { file: null, line: null, value: e.kind.literal(value) });
+  layer.where.set(keyName(e), { file: null, line: null, value: e.kind.literal(value) });
 }
 
 function applyOverrides(layer: Layer, o: ConfigOverrides): void {
@@ -85,16 +85,11 @@ function resolve(layer: Layer): Config {
 }
 
 function resolveValues(layer: Layer): { main: MainValues; pool: PoolConfig | null } {
-  if (layer.main.poolName === undefined) {
+  const missing = MAIN_KEYS.find((e) => e.default === undefined && e.derive === undefined && layer.main[e.field] === undefined);
+  if (missing !== undefined) {
     const where = layer.file === null ? null : layer.missing ? `${layer.file} (not found)` : layer.file;
-    const e = MAIN_KEYS.find((x) => x.field === "poolName");
-    const issue = makeIssue(
-      { file: where, line: null },
-      "pool_name",
-      null,
-      `required: ${e?.summary ?? "pool_name"} (set pool_name in the config file or pass it as an override)`,
-    );
-    throw new ConfigError([{ ...issue, file: layer.file }]);
+    const why = `required: ${missing.summary} (set ${missing.key} in the config file or pass it as an override)`;
+    throw new ConfigError([{ ...makeIssue({ file: where, line: null }, missing.key, null, why), file: layer.file }]);
   }
   const main: Partial<MainValues> = { ...layer.main };
   const pool: Partial<PoolConfig> | null = layer.pool === undefined ? null : { ...layer.pool };
@@ -132,7 +127,7 @@ function resolveValues(layer: Layer): { main: MainValues; pool: PoolConfig | nul
     const value = valueOf(e, into); // every key gets its value, checked or not
     const problem = e.check?.(value, ctx) ?? null;
     if (problem === null) return;
-    const name = e.table === "" ? e.key : `${e.table}.${e.key}`;
+    const name = keyName(e);
     const w = layer.where.get(name);
     const loc = w ?? { file: layer.file, line: null, value: null };
     issues.push(makeIssue(loc, name, loc.value, w === undefined ? `${problem} (default or derived value)` : problem));

@@ -368,7 +368,7 @@ blocks when that is less.`,
 export const KEYS: readonly KeyEntry[] = [...MAIN_KEYS, ...POOL_KEYS];
 
 /** "pool_name", "pool.data_size": how messages name a key. */
-export const keyName = (e: KeyEntry): string => (e.table === "" ? e.key : `${e.table}.${e.key}`);
+export const keyName = (e: { table: string; key: string }): string => (e.table === "" ? e.key : `${e.table}.${e.key}`);
 
 // Every field has exactly one entry (a compile error otherwise).
 type Missing<V, E extends { field: keyof V }> = Exclude<keyof V, E["field"]>;

@@ -4,7 +4,7 @@
  * messages about overrides).
  */
 import type { TomlTable, TomlValue } from "smol-toml";
-import { parseSize } from "./units.ts";
+import { GiB, KiB, MiB, parseSize, PiB, TiB } from "./units.ts";
 import type { MinFree } from "./types.ts";
 
 /** Thrown by readers; the caller turns it into a ConfigIssue with the key's location. */
@@ -46,17 +46,17 @@ export function render(v: TomlValue): string {
 }
 
 const SIZE_UNITS: readonly (readonly [string, bigint])[] = [
-  ["P", 1n << 50n],
-  ["T", 1n << 40n],
-  ["G", 1n << 30n],
-  ["M", 1n << 20n],
-  ["k", 1n << 10n],
+  ["P", PiB],
+  ["T", TiB],
+  ["G", GiB],
+  ["M", MiB],
+  ["K", KiB],
 ];
 
 /** A size as go-units reads it back exactly: "10GB" when a unit divides it, else bytes ("1000"). */
 export function sizeText(bytes: bigint): string {
   for (const [unit, n] of SIZE_UNITS) {
-    if (bytes > 0n && bytes % n === 0n) return `${bytes / n}${unit.toUpperCase()}B`;
+    if (bytes > 0n && bytes % n === 0n) return `${bytes / n}${unit}B`;
   }
   return String(bytes);
 }
