@@ -25,11 +25,11 @@ import { createPool, ThinPool } from "../dm/thin-pool.ts";
 import { failedPrecondition } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { PoolConfig } from "../config/types.ts";
-import { blockSectors, defaultLowWaterMark } from "./geometry.ts";
+import { blockSectors, defaultLowWaterMark, META_BLOCK_SIZE } from "./geometry.ts";
 import { thinDevicesOfPool } from "./thin-devices.ts";
 
-/** A thin-pool superblock lives in the first 4 KiB of the metadata device. */
-const SUPERBLOCK_BYTES = 4096;
+/** A thin-pool's superblock is the first metadata block of its metadata device. */
+const SUPERBLOCK_BYTES = Number(META_BLOCK_SIZE);
 
 /** Bytes 0..4095 of a device/file are all zero (no thin-pool superblock there). */
 export function isBlank(path: string): boolean {
