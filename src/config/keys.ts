@@ -78,7 +78,7 @@ export const MAIN_KEYS: readonly MainEntry[] = [
     kind: kind.string,
     containerd: true,
     flag: "pool-name",
-    summary: "the name of the thin-pool device, without /dev/mapper/",
+    summary: `the name of the thin-pool device, without /dev/mapper/ (at most ${MAX_POOL_NAME_BYTES} bytes)`,
     example: "thinsnap-pool",
     doc: `Name of the thin-pool device, without /dev/mapper/. Required: no default.
 A device-mapper name: no "/", no blanks, at most ${MAX_POOL_NAME_BYTES} bytes (thin devices
