@@ -32,7 +32,7 @@ export const DEFAULT_CONFIG_PATH = "/etc/thinsnap/config.toml";
 /** Sets a key's value in the layer, as given by the caller (no file, no line). */
 function override<V, F extends keyof V>(layer: Layer, e: Entry<V, F> & { table: string }, value: V[F], into: Partial<V>): void {
   into[e.field] = value;
-  layer.where.set(keyName(e), { file: null, line: null, value: e.kind.literal(value) });
+  layer.where.set(keyName(e), { file: null, line: () => null, value: e.kind.literal(value) });
 }
 
 function applyOverrides(layer: Layer, o: ConfigOverrides): void {
@@ -66,7 +66,7 @@ function applyTexts(layer: Layer, texts: ReadonlyMap<KeyEntry, string>): ConfigI
   for (const [e, text] of texts) {
     try {
       const shown = e.table === "" ? read(e, text, layer.main) : read(e, text, (layer.pool ??= {}));
-      layer.where.set(keyName(e), { file: null, line: null, value: shown });
+      layer.where.set(keyName(e), { file: null, line: () => null, value: shown });
     } catch (err) {
       if (!(err instanceof ValueError)) throw err;
       issues.push(makeIssue({ file: null, line: null }, keyName(e), JSON.stringify(text), err.message));
@@ -129,8 +129,8 @@ function resolveValues(layer: Layer): { main: MainValues; pool: PoolConfig | nul
     if (problem === null) return;
     const name = keyName(e);
     const w = layer.where.get(name);
-    const loc = w ?? { file: layer.file, line: null, value: null };
-    issues.push(makeIssue(loc, name, loc.value, w === undefined ? `${problem} (default or derived value)` : problem));
+    const loc = w !== undefined ? { file: w.file, line: w.line() } : { file: layer.file, line: null };
+    issues.push(makeIssue(loc, name, w?.value ?? null, w === undefined ? `${problem} (default or derived value)` : problem));
   };
   for (const e of MAIN_KEYS) check(e, main);
   if (pool !== null) for (const e of POOL_KEYS) check(e, pool);

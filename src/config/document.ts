@@ -21,7 +21,8 @@ export const POOL_TABLE = "pool";
 
 export interface Loc {
   file: string | null;
-  line: number | null;
+  /** Asked only for a message: finding a line is the costly part (key-lines.ts). */
+  line(): number | null;
   /** Rendered value, for messages. */
   value: string | null;
 }
@@ -148,7 +149,7 @@ export function parseDocument(text: string, file: string): Parsed {
     const full = section.prefix.concat(path);
     try {
       readInto(e, v, () => lines.lineText(full), into);
-      layer.where.set(name, { file, line: lines.line(full), value: render(v) });
+      layer.where.set(name, { file, line: () => lines.line(full), value: render(v) });
     } catch (err) {
       if (!(err instanceof ValueError)) throw err;
       issues.push(makeIssue({ file, line: lines.line(full) }, name, render(v), err.message));
@@ -168,7 +169,7 @@ export function parseDocument(text: string, file: string): Parsed {
       }
       const pool: Partial<PoolConfig> = {};
       layer.pool = pool;
-      layer.where.set(POOL_TABLE, { file, line: lines.line([key]), value: null });
+      layer.where.set(POOL_TABLE, { file, line: () => lines.line([key]), value: null });
       for (const pk of Object.keys(v)) {
         const e = POOL_KEYS.find((x) => x.key === pk);
         if (e === undefined) unknown([key, pk], `${key}.${pk}`, `unknown key "${pk}" in [${POOL_TABLE}]${hint(pk, POOL_NAMES)}`);

@@ -4,7 +4,8 @@
  * line is where the construct that first makes it appear starts (prefixes
  * that end inside a multi-line string or array do not parse and are skipped).
  * No TOML syntax is re-implemented here. Work is quadratic in the lines, so
- * it runs only when a line is asked for (an error, or socket_mode's source).
+ * it runs only when a line is asked for (an error, or an integer socket_mode's
+ * source): a valid config is parsed once.
  */
 import { parse } from "smol-toml";
 import type { TomlValue } from "smol-toml";
