@@ -12,15 +12,16 @@ import { createLogger } from "../log.ts";
 import { reconcile } from "../snapshotter/reconcile.ts";
 import { Store } from "../store/store.ts";
 import { flagHelp, type FlagSpec, type Parsed } from "./args.ts";
-import { thinDevicesOfPool } from "./pool.ts";
-import { CliError, devPath, lockRoot, openDeviceMapper, openPool, requireRoot } from "./runtime.ts";
-import { configFromFlags, SERVE_FLAGS } from "./serve.ts";
+import { devPath } from "../pool/provision.ts";
+import { thinDevicesOfPool } from "../pool/thin-devices.ts";
+import { CliError, lockRoot, openDeviceMapper, openPool, requireRoot } from "./runtime.ts";
+import { configFromFlags, CONFIG_FLAGS } from "./config-flags.ts";
 
 export const CHECK_FLAGS: Record<string, FlagSpec> = {
-  config: SERVE_FLAGS.config!,
-  root: SERVE_FLAGS.root!,
-  address: SERVE_FLAGS.address!,
-  "pool-name": SERVE_FLAGS["pool-name"]!,
+  config: CONFIG_FLAGS.config!,
+  root: CONFIG_FLAGS.root!,
+  address: CONFIG_FLAGS.address!,
+  "pool-name": CONFIG_FLAGS["pool-name"]!,
   repair: { type: "boolean", help: "fix what is found (refused while thinsnap serve runs)" },
   help: { type: "boolean", help: "show this help" },
 };

@@ -4,6 +4,7 @@ import { SnapshotterError } from "../errors.ts";
 import { BUILD_DATE, REVISION, VERSION } from "../version.ts";
 import { parseArgs, UsageError, type FlagSpec } from "./args.ts";
 import { check, CHECK_FLAGS, CHECK_HELP } from "./check.ts";
+import { CONFIG_COMMAND_FLAGS, CONFIG_HELP, configCommand } from "./config.ts";
 import { POOL_FLAGS, POOL_HELP, poolCommand } from "./pool.ts";
 import { CliError } from "./runtime.ts";
 import { serve, SERVE_FLAGS, SERVE_HELP } from "./serve.ts";
@@ -11,9 +12,10 @@ import { serve, SERVE_FLAGS, SERVE_HELP } from "./serve.ts";
 const HELP = `thinsnap ${VERSION} — containerd snapshotter on a device-mapper thin-pool
 
 Usage:
-  thinsnap serve [--config FILE] [--address SOCK] [--root DIR] [--log-level L] [--log-format text|json]
+  thinsnap serve [--config FILE] [flags]
   thinsnap pool create|status|destroy --name NAME [...]
   thinsnap check [--repair]
+  thinsnap config example|keys
   thinsnap --version
 
 Run "thinsnap COMMAND --help" for a command's flags.
@@ -30,6 +32,7 @@ const COMMANDS: Record<string, Command> = {
   serve: { flags: SERVE_FLAGS, help: SERVE_HELP, run: (_s, p) => serve(p) },
   pool: { flags: POOL_FLAGS, help: POOL_HELP, run: poolCommand, sub: true },
   check: { flags: CHECK_FLAGS, help: CHECK_HELP, run: (_s, p) => check(p) },
+  config: { flags: CONFIG_COMMAND_FLAGS, help: CONFIG_HELP, run: configCommand, sub: true },
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -1,14 +1,17 @@
-/** `thinsnap pool create|status|destroy`: thin-pool management without dmsetup. */
-import { closeSync, existsSync, fsyncSync, openSync, rmSync, statSync, writeSync } from "node:fs";
-import { parseSize, formatSize } from "../config/units.ts";
-import { defaultMetaSize } from "../config/config.ts";
-import { blockDeviceSize, detachLoop, loopBackingFile } from "../dm/blockdev.ts";
-import type { DeviceMapper } from "../dm/device-mapper.ts";
-import { createPool, ThinPool } from "../dm/thin-pool.ts";
-import { SECTOR, parseThinParams } from "../dm/status.ts";
+/** `thinsnap pool create|status|destroy`: thin-pool management without dmsetup (flags and output; the work is in src/pool). */
+import { existsSync } from "node:fs";
+import { DEFAULTS } from "../config/config.ts";
+import { sizeText } from "../config/kinds.ts";
+import { POOL_KEYS, type Entry } from "../config/keys.ts";
+import type { PoolConfig } from "../config/types.ts";
+import { formatSize, parseSize } from "../config/units.ts";
+import type { ThinPool } from "../dm/thin-pool.ts";
+import * as geo from "../pool/geometry.ts";
+import { createDevicePool, createFilePool, destroyPool } from "../pool/provision.ts";
+import { thinDevicesOfPool } from "../pool/thin-devices.ts";
 import { Store } from "../store/store.ts";
 import { flagHelp, type FlagSpec, type Parsed, str, UsageError } from "./args.ts";
-import { CliError, devPath, ensureFilePool, isBlank, openDeviceMapper, openPool, requireRoot } from "./runtime.ts";
+import { CliError, openDeviceMapper, openPool, requireRoot } from "./runtime.ts";
 import { createLogger } from "../log.ts";
 
 export const POOL_FLAGS: Record<string, FlagSpec> = {
@@ -17,13 +20,16 @@ export const POOL_FLAGS: Record<string, FlagSpec> = {
   "meta-dev": { help: "create: block device for metadata" },
   "data-file": { help: "create/destroy: file for data (sparse, on a loop device)" },
   "meta-file": { help: "create/destroy: file for metadata", default: "<data-file>.meta" },
-  "data-size": { help: "create: size of a new data file (e.g. 100G)", default: "100G" },
-  "meta-size": { help: "create: size of a new metadata file", default: "48 bytes per data block, ≥ 2 MiB" },
-  "block-size": { help: "create: data block size, multiple of 64K", default: "64K" },
-  "low-water-mark": { help: "create: free blocks that raise a kernel event", default: "min(32768, blocks/10)" },
+  "data-size": { help: "create: size of a new data file (e.g. 100G)", default: sizeText(geo.DEFAULT_DATA_SIZE) },
+  "meta-size": { help: "create: size of a new metadata file", default: geo.META_SIZE_RULE },
+  "block-size": {
+    help: `create: data block size, a multiple of ${formatSize(geo.MIN_BLOCK_SIZE)} up to ${formatSize(geo.MAX_BLOCK_SIZE)}`,
+    default: sizeText(geo.DEFAULT_BLOCK_SIZE),
+  },
+  "low-water-mark": { help: "create: free data blocks that raise a kernel event", default: geo.LOW_WATER_MARK_RULE },
   force: { type: "boolean", help: "create: overwrite devices holding data; destroy: also non-loop pools" },
   "delete-files": { type: "boolean", help: "destroy: also delete the data and metadata files" },
-  root: { help: "status: state directory, to show snapshots by kind", default: "/var/lib/thinsnap" },
+  root: { help: "status: state directory, to show snapshots by kind", default: DEFAULTS.rootPath },
   json: { type: "boolean", help: "status: print JSON" },
   help: { type: "boolean", help: "show this help" },
 };
@@ -56,89 +62,61 @@ export async function poolCommand(sub: string | undefined, p: Parsed): Promise<n
   }
 }
 
+/** A size flag, or its default; a bad one is a usage error naming the flag. */
+function sizeFlag(p: Parsed, flag: string, fallback: bigint): bigint {
+  const v = str(p, flag);
+  if (v === undefined) return fallback;
+  try {
+    return parseSize(v);
+  } catch (e) {
+    throw new UsageError(`--${flag}: ${(e as Error).message}`);
+  }
+}
+
+const checked = (flag: string, problem: string | null): void => {
+  if (problem !== null) throw new UsageError(`--${flag} ${problem}`);
+};
+
 function create(p: Parsed): number {
   const name = need(p, "name");
-  requireRoot("thinsnap pool create");
-  const dm = openDeviceMapper();
-  if (dm.info(name)) throw new CliError(`a device named "${name}" already exists; refusing to touch it`);
-  const blockSize = parseSize(str(p, "block-size") ?? "64K");
-  if (blockSize % 65536n !== 0n || blockSize < 65536n || blockSize > 1n << 30n) {
-    throw new UsageError("--block-size must be a multiple of 64K between 64K and 1G");
-  }
+  const blockSize = sizeFlag(p, "block-size", geo.DEFAULT_BLOCK_SIZE);
+  checked("block-size", geo.blockSizeProblem(blockSize));
+  const mark = str(p, "low-water-mark");
+  if (mark !== undefined && !/^\d+$/.test(mark)) throw new UsageError("--low-water-mark is a number of blocks");
+  const lowWaterMark = mark === undefined ? undefined : BigInt(mark);
   const force = p.flags.force === true;
   const dataFile = str(p, "data-file");
-  let dataDev = str(p, "data-dev");
-  let metaDev = str(p, "meta-dev");
-  let snippet: string;
+  const dataDev = str(p, "data-dev");
+  const metaDev = str(p, "meta-dev");
+  if (dataFile && (dataDev || metaDev)) throw new UsageError("use either --data-file or --data-dev/--meta-dev");
+  if (!dataFile && (!dataDev || !metaDev)) throw new UsageError("give --data-file, or both --data-dev and --meta-dev");
+  let spec: PoolConfig | null = null;
   if (dataFile) {
-    if (dataDev || metaDev) throw new UsageError("use either --data-file or --data-dev/--meta-dev");
-    const dataSize = parseSize(str(p, "data-size") ?? "100G");
-    const metaFile = str(p, "meta-file") ?? `${dataFile}.meta`;
-    const metaSize = str(p, "meta-size") ? parseSize(str(p, "meta-size")!) : defaultMetaSize(dataSize, blockSize);
-    for (const f of [dataFile, metaFile]) {
-      if (existsSync(f) && statSync(f).size > 0 && !isBlank(f) && !force) {
-        throw new CliError(`${f} already holds data; use --force to overwrite it (its contents are lost)`);
-      }
-    }
-    rmSync(metaFile, { force: true }); // a stale superblock would be reused by the kernel
-    if (force) rmSync(dataFile, { force: true });
-    const pool = ensureFilePool(dm, name, {
-      dataFile,
-      metaFile,
-      dataSize,
-      metaSize,
-      blockSize,
-      lowWaterMark: lowWater(p, dataSize, blockSize),
-    }, createLogger("warn"));
-    snippet = configSnippet(name, pool, `
-[pool]
-data_file = "${dataFile}"
-meta_file = "${metaFile}"
-data_size = "${formatSize(dataSize).replace(/ /g, "").replace(/iB$/, "B")}"
-meta_size = "${formatSize(metaSize).replace(/ /g, "").replace(/iB$/, "B")}"
-block_size = "${formatSize(blockSize).replace(/ /g, "").replace(/iB$/, "B")}"`);
-  } else {
-    if (!dataDev || !metaDev) throw new UsageError("give --data-file, or both --data-dev and --meta-dev");
-    for (const d of [dataDev, metaDev]) {
-      if (!isBlank(d) && !force) {
-        throw new CliError(`${d} is not empty (its first 4 KiB are not zero); use --force to overwrite it`);
-      }
-    }
-    if (force) zeroSuperblock(metaDev);
-    const dataBytes = blockDeviceSize(dataDev);
-    createPool(dm, name, {
-      metadataDev: metaDev,
-      dataDev,
-      blockSectors: Number(blockSize / SECTOR),
-      lowWaterMark: lowWater(p, dataBytes, blockSize),
-    });
-    snippet = configSnippet(name, new ThinPool(dm, name), "");
+    const dataSize = sizeFlag(p, "data-size", geo.DEFAULT_DATA_SIZE);
+    checked("data-size", geo.dataSizeProblem(dataSize, blockSize));
+    const metaSize = sizeFlag(p, "meta-size", geo.defaultMetaSize(dataSize, blockSize));
+    checked("meta-size", geo.metaSizeProblem(metaSize));
+    const lwm = lowWaterMark ?? geo.defaultLowWaterMark(dataSize, blockSize);
+    checked("low-water-mark", geo.lowWaterMarkProblem(lwm, dataSize, blockSize));
+    spec = { dataFile, metaFile: str(p, "meta-file") ?? `${dataFile}.meta`, dataSize, metaSize, blockSize, lowWaterMark: lwm };
   }
-  process.stdout.write(snippet);
+  requireRoot("thinsnap pool create");
+  const dm = openDeviceMapper();
+  const pool =
+    spec !== null
+      ? createFilePool(dm, name, spec, force, createLogger("warn"))
+      : createDevicePool(dm, name, { dataDev: dataDev ?? "", metaDev: metaDev ?? "", blockSize, lowWaterMark }, force);
+  process.stdout.write(configSnippet(name, pool, spec));
   return 0;
 }
 
-function lowWater(p: Parsed, dataSize: bigint, blockSize: bigint): bigint {
-  const v = str(p, "low-water-mark");
-  if (v === undefined) {
-    const blocks = dataSize / blockSize;
-    return blocks / 10n < 32768n ? blocks / 10n : 32768n;
-  }
-  if (!/^\d+$/.test(v)) throw new UsageError("--low-water-mark is a number of blocks");
-  return BigInt(v);
+/** `key = value` lines of the [pool] table for a spec, as the config reads them. */
+function poolLines(spec: PoolConfig): string {
+  const line = <F extends keyof PoolConfig>(e: Entry<PoolConfig, F>): string => `${e.key} = ${e.kind.literal(spec[e.field])}`;
+  return POOL_KEYS.map((e) => line(e)).join("\n");
 }
 
-function zeroSuperblock(dev: string): void {
-  const fd = openSync(dev, "r+");
-  try {
-    writeSync(fd, Buffer.alloc(4096), 0, 4096, 0);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function configSnippet(name: string, pool: ThinPool, extra: string): string {
+function configSnippet(name: string, pool: ThinPool, spec: PoolConfig | null): string {
   const st = pool.status();
   const bs = pool.blockSize();
   return `created thin-pool "${name}": ${formatSize(st.totalDataBlocks * bs)} data in ${formatSize(bs)} blocks, ` +
@@ -146,14 +124,12 @@ function configSnippet(name: string, pool: ThinPool, extra: string): string {
 
 # /etc/thinsnap/config.toml
 pool_name = "${name}"
-root_path = "/var/lib/thinsnap"
-base_image_size = "10GB"
-fs_type = "ext4"${extra}
+root_path = "${DEFAULTS.rootPath}"${spec !== null ? `\n\n[pool]\n${poolLines(spec)}` : ""}
 
 # containerd config.toml
 [proxy_plugins.thinsnap]
   type = "snapshot"
-  address = "/run/thinsnap/thinsnap.sock"
+  address = "${DEFAULTS.address}"
 `;
 }
 
@@ -182,7 +158,7 @@ function status(p: Parsed): number {
   const active = thinDevicesOfPool(dm, name);
   let snapshots: Record<string, number> | null = null;
   let devicesByState: Record<string, number> | null = null;
-  const dbPath = `${str(p, "root") ?? "/var/lib/thinsnap"}/metadata.db`;
+  const dbPath = `${str(p, "root") ?? DEFAULTS.rootPath}/metadata.db`;
   if (existsSync(dbPath)) {
     const store = Store.open(dbPath);
     try {
@@ -234,41 +210,12 @@ function status(p: Parsed): number {
   return 0;
 }
 
-/** Active thin devices whose table points at the pool. */
-export function thinDevicesOfPool(dm: DeviceMapper, name: string): string[] {
-  const info = dm.info(name);
-  if (!info) return [];
-  const mm = `${info.major}:${info.minor}`;
-  return dm.list().filter((n) => {
-    const t = dm.table(n)[0];
-    if (t?.type !== "thin") return false;
-    const dev = parseThinParams(t.params).poolDev;
-    return dev === mm || dev === `/dev/mapper/${name}`;
-  });
-}
-
 function destroy(p: Parsed): number {
   const name = need(p, "name");
   requireRoot("thinsnap pool destroy");
   const dm = openDeviceMapper();
-  const pool = openPool(dm, name);
-  const t = pool.table();
-  const devs = [t.metadataDev, t.dataDev].map(devPath);
-  const loops = devs.filter((d) => /^\/dev\/loop\d+$/.test(d));
-  if (loops.length !== 2 && p.flags.force !== true) {
-    throw new CliError(`pool "${name}" is not file-backed (loop devices); use --force to remove it anyway`);
-  }
-  for (const thin of thinDevicesOfPool(dm, name)) {
-    try {
-      dm.remove(thin, { retry: true });
-    } catch (e) {
-      throw new CliError(`cannot remove thin device ${thin} (mounted?): ${(e as Error).message}`);
-    }
-  }
-  dm.remove(name, { retry: true });
-  const files = loops.map(loopBackingFile).filter((f): f is string => f !== null);
-  for (const l of loops) detachLoop(l);
-  if (p.flags["delete-files"] === true) for (const f of files) rmSync(f, { force: true });
-  process.stdout.write(`destroyed thin-pool "${name}"${files.length ? ` (files ${p.flags["delete-files"] ? "deleted" : "kept"}: ${files.join(", ")})` : ""}\n`);
+  const deleteFiles = p.flags["delete-files"] === true;
+  const files = destroyPool(dm, openPool(dm, name), { force: p.flags.force === true, deleteFiles });
+  process.stdout.write(`destroyed thin-pool "${name}"${files.length ? ` (files ${deleteFiles ? "deleted" : "kept"}: ${files.join(", ")})` : ""}\n`);
   return 0;
 }

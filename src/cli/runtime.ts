@@ -2,13 +2,15 @@
  * Opening device-mapper and the pool for the CLI commands, with the errors an
  * operator can act on (not root, no libdevmapper, no dm in the kernel, no pool).
  */
-import { existsSync, mkdirSync, openSync, closeSync, readlinkSync, readSync, truncateSync, writeFileSync } from "node:fs";
-import { dirname } from "node:path";
+import { closeSync, mkdirSync, openSync } from "node:fs";
 import { DeviceMapper } from "../dm/device-mapper.ts";
-import { attachLoop, loopsForFile } from "../dm/blockdev.ts";
-import { createPool, ThinPool } from "../dm/thin-pool.ts";
+import { ThinPool } from "../dm/thin-pool.ts";
 import { tryLock } from "../sys/libc.ts";
-import type { Config, PoolConfig } from "../config/config.ts";
+import type { Config } from "../config/types.ts";
+import { DEFAULTS } from "../config/config.ts";
+import { DEFAULT_DATA_SIZE } from "../pool/geometry.ts";
+import { ensureFilePool } from "../pool/provision.ts";
+import { sizeText } from "../config/kinds.ts";
 import type { Logger } from "../log.ts";
 
 export class CliError extends Error {
@@ -50,7 +52,8 @@ export function openPool(dm: DeviceMapper, name: string): ThinPool {
   if (!dm.info(name)) {
     throw new CliError(
       `thin-pool "${name}" does not exist: create it with ` +
-        `"thinsnap pool create --name ${name} --data-file /var/lib/thinsnap/pool/data --data-size 100G" ` +
+        `"thinsnap pool create --name ${name} --data-file ${DEFAULTS.rootPath}/pool/data ` +
+        `--data-size ${sizeText(DEFAULT_DATA_SIZE)}" ` +
         `(or from block devices with --data-dev/--meta-dev), or add a [pool] table to the config`,
     );
   }
@@ -62,76 +65,10 @@ export function openPool(dm: DeviceMapper, name: string): ThinPool {
   return pool;
 }
 
-/** Bytes 0..4095 of a device/file are all zero (no thin-pool superblock there). */
-export function isBlank(path: string): boolean {
-  const fd = openSync(path, "r");
-  try {
-    const buf = Buffer.alloc(4096);
-    const n = readSync(fd, buf, 0, buf.length, 0);
-    return buf.subarray(0, n).every((b) => b === 0);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function ensureFile(path: string, size: bigint): boolean {
-  if (existsSync(path)) return false;
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  writeFileSync(path, "", { mode: 0o600 });
-  truncateSync(path, Number(size));
-  return true;
-}
-
-function loopFor(file: string): string {
-  return loopsForFile(file)[0] ?? attachLoop(file);
-}
-
-/**
- * Creates (or after a reboot, re-creates over the same files) a file-backed
- * pool: sparse files, loop devices, the thin-pool device. Existing metadata is
- * reused, so snapshots survive a reboot of a loop-based pool.
- */
-export function ensureFilePool(dm: DeviceMapper, name: string, p: PoolConfig, log: Logger): ThinPool {
-  if (dm.info(name)) return openPool(dm, name);
-  const newData = ensureFile(p.dataFile, p.dataSize);
-  const newMeta = ensureFile(p.metaFile, p.metaSize);
-  if (newMeta !== newData) {
-    throw new CliError(
-      `pool "${name}": only one of ${p.dataFile} and ${p.metaFile} existed; refusing to pair new metadata with old data (or the reverse)`,
-    );
-  }
-  const metadataDev = loopFor(p.metaFile);
-  const dataDev = loopFor(p.dataFile);
-  createPool(dm, name, {
-    metadataDev,
-    dataDev,
-    blockSectors: Number(p.blockSize / 512n),
-    lowWaterMark: p.lowWaterMark,
-  });
-  log.info(newData ? "created file-backed thin-pool" : "reloaded file-backed thin-pool", {
-    pool: name,
-    data: p.dataFile,
-    metadata: p.metaFile,
-    data_dev: dataDev,
-    meta_dev: metadataDev,
-  });
-  return openPool(dm, name);
-}
-
 /** The pool the config names: created from [pool] when present. */
 export function poolFromConfig(dm: DeviceMapper, cfg: Config, log: Logger): ThinPool {
-  return cfg.pool ? ensureFilePool(dm, cfg.poolName, cfg.pool, log) : openPool(dm, cfg.poolName);
-}
-
-/** "7:0" → "/dev/loop0" via sysfs; paths stay as they are. */
-export function devPath(dev: string): string {
-  const m = /^(\d+):(\d+)$/.exec(dev);
-  if (!m) return dev;
-  try {
-    return `/dev/${readlinkSync(`/sys/dev/block/${dev}`).split("/").pop()}`;
-  } catch {
-    return dev;
-  }
+  if (cfg.pool) ensureFilePool(dm, cfg.poolName, cfg.pool, log);
+  return openPool(dm, cfg.poolName);
 }
 
 /**

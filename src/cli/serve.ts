@@ -1,6 +1,6 @@
 /** `thinsnap serve`: the proxy snapshotter daemon. */
 import { getgrnam } from "./group.ts";
-import { loadConfig, type Config, type ConfigOverrides, type LogFormat, type LogLevel } from "../config/config.ts";
+import type { Config } from "../config/config.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { startServer } from "../rpc/server.ts";
 import { createSnapshotsService } from "../rpc/service.ts";
@@ -11,15 +11,11 @@ import { KernelWorkers } from "../dm/kernel-workers.ts";
 import { sdNotify } from "../sys/sd-notify.ts";
 import { BUILD_DATE, REVISION, VERSION } from "../version.ts";
 import { CliError, lockRoot, openDeviceMapper, poolFromConfig, requireRoot } from "./runtime.ts";
-import { flagHelp, type FlagSpec, type Parsed, str } from "./args.ts";
+import { flagHelp, type FlagSpec, type Parsed } from "./args.ts";
+import { CONFIG_FLAGS, configFromFlags } from "./config-flags.ts";
 
 export const SERVE_FLAGS: Record<string, FlagSpec> = {
-  config: { help: "config file (TOML; a containerd config.toml with a devmapper section works too)", default: "/etc/thinsnap/config.toml" },
-  address: { help: "unix socket to serve on", default: "/run/thinsnap/thinsnap.sock" },
-  root: { help: "state directory (the metadata database)", default: "/var/lib/thinsnap" },
-  "pool-name": { help: "thin-pool device name (overrides pool_name)" },
-  "log-level": { help: "trace, debug, info, warn or error", default: "info" },
-  "log-format": { help: "text or json", default: "text" },
+  ...CONFIG_FLAGS,
   help: { type: "boolean", help: "show this help" },
 };
 
@@ -29,27 +25,11 @@ Serves containerd's snapshots API on a unix socket. Configure containerd with:
 
   [proxy_plugins.thinsnap]
     type = "snapshot"
-    address = "/run/thinsnap/thinsnap.sock"
+    address = "${CONFIG_FLAGS.address?.default ?? ""}"
 
 Flags:
 ${flagHelp(SERVE_FLAGS)}
 `;
-
-/** Flag values override the file's; the file's override the defaults. */
-export async function configFromFlags(p: Parsed): Promise<Config> {
-  const o: ConfigOverrides = {};
-  const address = str(p, "address");
-  const root = str(p, "root");
-  const level = str(p, "log-level");
-  const format = str(p, "log-format");
-  const poolName = str(p, "pool-name");
-  if (address !== undefined) o.address = address;
-  if (root !== undefined) o.rootPath = root;
-  if (level !== undefined) o.logLevel = level as LogLevel;
-  if (format !== undefined) o.logFormat = format as LogFormat;
-  if (poolName !== undefined) o.poolName = poolName;
-  return loadConfig(str(p, "config") ?? null, o);
-}
 
 export async function serve(p: Parsed): Promise<number> {
   const cfg = await configFromFlags(p);

@@ -16,13 +16,14 @@ import {
   type ThinPoolTable,
   type ThinStatus,
 } from "./status.ts";
+import { blockSizeProblem, defaultLowWaterMark, DEFAULT_LOW_WATER_MARK_MAX } from "../pool/geometry.ts";
 
 export interface CreatePoolOptions {
   metadataDev: string;
   dataDev: string;
-  /** Data block size in sectors: 128 (64 KiB) … 2097152 (1 GiB), multiple of 128. */
+  /** Data block size in sectors (bounds: pool/geometry.ts). */
   blockSectors: number;
-  /** Free data blocks below which the kernel raises an event. */
+  /** Free data blocks below which the kernel raises an event (default: geometry's). */
   lowWaterMark?: bigint;
   /**
    * Feature args. containerd's devmapper uses skip_block_zeroing: every thin
@@ -32,26 +33,15 @@ export interface CreatePoolOptions {
 }
 
 export function poolTable(opts: CreatePoolOptions): ThinPoolTable {
-  if (opts.blockSectors < 128 || opts.blockSectors > 2097152 || opts.blockSectors % 128 !== 0) {
-    throw new RangeError(`block size ${opts.blockSectors} sectors: must be a multiple of 128 between 128 and 2097152`);
-  }
+  const problem = blockSizeProblem(BigInt(opts.blockSectors) * SECTOR);
+  if (problem !== null) throw new RangeError(`block size ${opts.blockSectors} sectors: ${problem}`);
   return {
     metadataDev: opts.metadataDev,
     dataDev: opts.dataDev,
     blockSectors: opts.blockSectors,
-    lowWaterMark: opts.lowWaterMark ?? 32768n,
+    lowWaterMark: opts.lowWaterMark ?? DEFAULT_LOW_WATER_MARK_MAX,
     features: opts.features ?? ["skip_block_zeroing"],
   };
-}
-
-/**
- * containerd's docs use 32768 blocks; the kernel rejects a mark at or above the
- * pool's block count, so small pools get a tenth of their blocks.
- */
-export function defaultLowWaterMark(dataSectors: bigint, blockSectors: number): bigint {
-  const blocks = dataSectors / BigInt(blockSectors);
-  const tenth = blocks / 10n;
-  return tenth < 32768n ? tenth : 32768n;
 }
 
 /** Creates a thin-pool device over a metadata and a data block device. */
@@ -60,7 +50,9 @@ export function createPool(dm: DeviceMapper, name: string, opts: CreatePoolOptio
   if (sectors < BigInt(opts.blockSectors)) {
     throw new RangeError(`data device ${opts.dataDev} is ${sectors} sectors: smaller than one ${opts.blockSectors}-sector block`);
   }
-  const table = poolTable({ ...opts, lowWaterMark: opts.lowWaterMark ?? defaultLowWaterMark(sectors, opts.blockSectors) });
+  const blockSize = BigInt(opts.blockSectors) * SECTOR;
+  const lowWaterMark = opts.lowWaterMark ?? defaultLowWaterMark(sectors * SECTOR, blockSize);
+  const table = poolTable({ ...opts, lowWaterMark });
   dm.create(name, [{ start: 0n, length: sectors, type: "thin-pool", params: thinPoolParams(table) }]);
 }
 

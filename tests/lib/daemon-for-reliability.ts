@@ -9,7 +9,7 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSy
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { poolThinIds } from "../../src/cli/check.ts";
-import { thinDevicesOfPool } from "../../src/cli/pool.ts";
+import { thinDevicesOfPool } from "../../src/pool/thin-devices.ts";
 import type { DeviceMapper } from "../../src/dm/device-mapper.ts";
 import { ThinPool } from "../../src/dm/thin-pool.ts";
 import { socketAccepts } from "./thinsnapd.ts";

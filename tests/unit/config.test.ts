@@ -8,14 +8,13 @@ import {
   ConfigError,
   DEFAULT_CONFIG_PATH,
   DEFAULTS,
-  defaultLowWaterMark,
-  defaultMetaSize,
-  findKeyLine,
-  KERNEL_META_MAX,
   loadConfig,
   parseConfig,
   POOL_DEFAULTS,
 } from "../../src/config/config.ts";
+import { findKeyLine } from "../../src/config/key-lines.ts";
+import { defaultLowWaterMark, defaultMetaSize, KERNEL_META_MAX } from "../../src/pool/geometry.ts";
+import { MAX_POOL_NAME_BYTES } from "../../src/pool/device-names.ts";
 import { formatSize, GiB, KiB, MiB, parseSize, PiB, TiB } from "../../src/config/units.ts";
 import { isCode, SnapshotterError } from "../../src/errors.ts";
 
@@ -277,7 +276,9 @@ low_water_mark = 1000
   });
   test("pool_name edge cases that are valid", () => {
     expect(withPool("").poolName).toBe("p");
-    expect(parseConfig(`pool_name = "${"a".repeat(127)}"`, FILE).poolName).toHaveLength(127);
+    // the longest name whose thin devices (<pool>-foreign-16777215) fit the kernel's 127 bytes
+    expect(MAX_POOL_NAME_BYTES).toBe(127 - "-foreign-16777215".length);
+    expect(parseConfig(`pool_name = "${"a".repeat(MAX_POOL_NAME_BYTES)}"`, FILE).poolName).toHaveLength(110);
     expect(parseConfig('pool_name = "vg0-thin_pool.1"', FILE).poolName).toBe("vg0-thin_pool.1");
   });
   test("xfs accepts 300 MiB base images", () => {
@@ -381,8 +382,9 @@ describe("bad values per key", () => {
     ['pool_name = "mapper/pool"', "pool_name", 'must not contain "/"'],
     ['pool_name = "my pool"', "pool_name", "blanks"],
     ['pool_name = ".."', "pool_name", "not valid device-mapper names"],
-    [`pool_name = "${"a".repeat(128)}"`, "pool_name", "at most 127 bytes"],
-    [`pool_name = "${"é".repeat(64)}"`, "pool_name", "at most 127 bytes"],
+    [`pool_name = "${"a".repeat(128)}"`, "pool_name", "at most 110 bytes"],
+    [`pool_name = "${"a".repeat(111)}"`, "pool_name", "at most 110 bytes long: thin devices are named <pool_name>-snap-<id>"],
+    [`pool_name = "${"é".repeat(56)}"`, "pool_name", "device-mapper names are at most 127 bytes"],
     ["pool_name = true", "pool_name", "must be a string, not a boolean"],
     ["root_path = 1979-05-27", "root_path", "root_path = 1979-05-27: must be a string, not a date-time"],
     ['root_path = "var/lib/x"', "root_path", "absolute"],

@@ -1,0 +1,36 @@
+/**
+ * The flags `serve` and `check` share: --config, and one flag for each key
+ * of the config table that names one (its help and default come from there).
+ */
+import { DEFAULT_CONFIG_PATH, loadConfig, type Config } from "../config/config.ts";
+import { defaultText } from "../config/docs.ts";
+import { KEYS, keyName, type KeyEntry } from "../config/keys.ts";
+import { type FlagSpec, type Parsed, str } from "./args.ts";
+
+const FLAG_KEYS = KEYS.filter((e) => e.flag !== undefined);
+
+/** A flag's default without TOML's quotes. */
+const plain = (s: string | null): string | undefined => (s === null ? undefined : s.replace(/^"(.*)"$/, "$1"));
+
+export const CONFIG_FLAGS: Record<string, FlagSpec> = {
+  config: {
+    help: "config file (TOML; a containerd config.toml with a devmapper section works too)",
+    default: DEFAULT_CONFIG_PATH,
+  },
+  ...Object.fromEntries(
+    FLAG_KEYS.map((e): [string, FlagSpec] => [
+      e.flag ?? "",
+      { help: `${e.summary.replace(/`/g, "")} (sets ${keyName(e)})`, default: plain(defaultText(e)) },
+    ]),
+  ),
+};
+
+/** Flag values override the file's; the file's override the defaults. */
+export async function configFromFlags(p: Parsed): Promise<Config> {
+  const texts = new Map<KeyEntry, string>();
+  for (const e of FLAG_KEYS) {
+    const v = str(p, e.flag ?? "");
+    if (v !== undefined) texts.set(e, v);
+  }
+  return loadConfig(str(p, "config") ?? null, {}, texts);
+}

@@ -1,0 +1,171 @@
+/**
+ * Making and unmaking thin-pools: file-backed ones (sparse files on loop
+ * devices, re-created over the same files after a reboot) and ones over
+ * given block devices. Refuses to overwrite anything that holds data unless
+ * forced. Errors are SnapshotterErrors (failed_precondition) naming the fix.
+ */
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readlinkSync,
+  readSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
+import { dirname } from "node:path";
+import { attachLoop, blockDeviceSize, detachLoop, loopBackingFile, loopsForFile } from "../dm/blockdev.ts";
+import type { DeviceMapper } from "../dm/device-mapper.ts";
+import { createPool, ThinPool } from "../dm/thin-pool.ts";
+import { failedPrecondition } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import type { PoolConfig } from "../config/types.ts";
+import { blockSectors, defaultLowWaterMark, META_BLOCK_SIZE } from "./geometry.ts";
+import { thinDevicesOfPool } from "./thin-devices.ts";
+
+/** A thin-pool's superblock is the first metadata block of its metadata device. */
+const SUPERBLOCK_BYTES = Number(META_BLOCK_SIZE);
+
+/** Bytes 0..4095 of a device/file are all zero (no thin-pool superblock there). */
+export function isBlank(path: string): boolean {
+  const fd = openSync(path, "r");
+  try {
+    const buf = Buffer.alloc(SUPERBLOCK_BYTES);
+    const n = readSync(fd, buf, 0, buf.length, 0);
+    return buf.subarray(0, n).every((b) => b === 0);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function zeroSuperblock(dev: string): void {
+  const fd = openSync(dev, "r+");
+  try {
+    writeSync(fd, Buffer.alloc(SUPERBLOCK_BYTES), 0, SUPERBLOCK_BYTES, 0);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Makes a sparse file of `size` unless it exists; true when it was made. */
+function ensureFile(path: string, size: bigint): boolean {
+  if (existsSync(path)) return false;
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  writeFileSync(path, "", { mode: 0o600 });
+  truncateSync(path, Number(size));
+  return true;
+}
+
+const loopFor = (file: string): string => loopsForFile(file)[0] ?? attachLoop(file);
+
+function refuseExisting(dm: DeviceMapper, name: string): void {
+  if (dm.info(name)) throw failedPrecondition(`a device named "${name}" already exists; refusing to touch it`);
+}
+
+/**
+ * Creates (or after a reboot, re-creates over the same files) a file-backed
+ * pool: sparse files, loop devices, the thin-pool device. Existing metadata
+ * is reused, so snapshots survive a reboot of a loop-based pool. A pool that
+ * is already there is left as it is.
+ */
+export function ensureFilePool(dm: DeviceMapper, name: string, p: PoolConfig, log: Logger): ThinPool {
+  if (dm.info(name)) return new ThinPool(dm, name);
+  const newData = ensureFile(p.dataFile, p.dataSize);
+  const newMeta = ensureFile(p.metaFile, p.metaSize);
+  if (newMeta !== newData) {
+    throw failedPrecondition(
+      `pool "${name}": only one of ${p.dataFile} and ${p.metaFile} existed; refusing to pair new metadata with old data (or the reverse)`,
+    );
+  }
+  const metadataDev = loopFor(p.metaFile);
+  const dataDev = loopFor(p.dataFile);
+  createPool(dm, name, { metadataDev, dataDev, blockSectors: blockSectors(p.blockSize), lowWaterMark: p.lowWaterMark });
+  log.info(newData ? "created file-backed thin-pool" : "reloaded file-backed thin-pool", {
+    pool: name,
+    data: p.dataFile,
+    metadata: p.metaFile,
+    data_dev: dataDev,
+    meta_dev: metadataDev,
+  });
+  return new ThinPool(dm, name);
+}
+
+/**
+ * A new file-backed pool (`thinsnap pool create --data-file`): files that
+ * hold data are refused unless `force` (their contents are then lost).
+ */
+export function createFilePool(dm: DeviceMapper, name: string, p: PoolConfig, force: boolean, log: Logger): ThinPool {
+  refuseExisting(dm, name);
+  for (const f of [p.dataFile, p.metaFile]) {
+    if (existsSync(f) && statSync(f).size > 0 && !isBlank(f) && !force) {
+      throw failedPrecondition(`${f} already holds data; use --force to overwrite it (its contents are lost)`);
+    }
+  }
+  rmSync(p.metaFile, { force: true }); // a stale superblock would be reused by the kernel
+  if (force) rmSync(p.dataFile, { force: true });
+  return ensureFilePool(dm, name, p, log);
+}
+
+export interface DevicePoolSpec {
+  dataDev: string;
+  metaDev: string;
+  blockSize: bigint;
+  /** Default: geometry's, from the data device's size. */
+  lowWaterMark?: bigint;
+}
+
+/** A new pool over two block devices; devices that hold data are refused unless `force`. */
+export function createDevicePool(dm: DeviceMapper, name: string, s: DevicePoolSpec, force: boolean): ThinPool {
+  refuseExisting(dm, name);
+  for (const d of [s.dataDev, s.metaDev]) {
+    if (!isBlank(d) && !force) {
+      throw failedPrecondition(`${d} is not empty (its first 4 KiB are not zero); use --force to overwrite it`);
+    }
+  }
+  if (force) zeroSuperblock(s.metaDev);
+  const lowWaterMark = s.lowWaterMark ?? defaultLowWaterMark(blockDeviceSize(s.dataDev), s.blockSize);
+  createPool(dm, name, { metadataDev: s.metaDev, dataDev: s.dataDev, blockSectors: blockSectors(s.blockSize), lowWaterMark });
+  return new ThinPool(dm, name);
+}
+
+/** "7:0" → "/dev/loop0" via sysfs; paths stay as they are. */
+export function devPath(dev: string): string {
+  const m = /^(\d+):(\d+)$/.exec(dev);
+  if (!m) return dev;
+  try {
+    return `/dev/${readlinkSync(`/sys/dev/block/${dev}`).split("/").pop()}`;
+  } catch {
+    return dev;
+  }
+}
+
+/**
+ * Removes the pool, its thin devices and (file-backed) its loop devices;
+ * with deleteFiles also the files. A pool not on loop devices needs `force`.
+ * Answers the backing files.
+ */
+export function destroyPool(dm: DeviceMapper, pool: ThinPool, opts: { force: boolean; deleteFiles: boolean }): string[] {
+  const t = pool.table();
+  const loops = [t.metadataDev, t.dataDev].map(devPath).filter((d) => /^\/dev\/loop\d+$/.test(d));
+  if (loops.length !== 2 && !opts.force) {
+    throw failedPrecondition(`pool "${pool.name}" is not file-backed (loop devices); use --force to remove it anyway`);
+  }
+  for (const thin of thinDevicesOfPool(dm, pool.name)) {
+    try {
+      dm.remove(thin, { retry: true });
+    } catch (e) {
+      throw failedPrecondition(`cannot remove thin device ${thin} (mounted?): ${(e as Error).message}`);
+    }
+  }
+  dm.remove(pool.name, { retry: true });
+  const files = loops.map(loopBackingFile).filter((f): f is string => f !== null);
+  for (const l of loops) detachLoop(l);
+  if (opts.deleteFiles) for (const f of files) rmSync(f, { force: true });
+  return files;
+}
