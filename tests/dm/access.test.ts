@@ -12,8 +12,8 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { appendFileSync, chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { dm as env, inGuest } from "./env.ts";
 import { createTestPool, type TestPool } from "./pool-fixture.ts";
-import { Daemon, type DaemonConfig } from "../lib/daemon-for-reliability.ts";
-import { snapshotsClient } from "../lib/client.ts";
+import { Daemon, type DaemonConfig } from "../kit/daemon.ts";
+import { snapshotsClient } from "../kit/client.ts";
 
 const POOL = "tsaccess";
 const NOBODY = 65534;

@@ -24,18 +24,14 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dm as env } from "./env.ts";
-import { run, withMountAsync, type MountSpec } from "../lib/proc.ts";
+import { runOk, withMount, type MountSpec } from "../kit/process.ts";
 import { createTestPool, type TestPool } from "./pool-fixture.ts";
 import { KILL_POINTS } from "../../src/testing/kill-point.ts";
 import { FSTYPE_LABEL } from "../../src/snapshotter/labels.ts";
-import {
-  checkConsistency,
-  Daemon,
-  runCheck,
-  waitNoDeleting,
-  type DaemonConfig,
-} from "../lib/daemon-for-reliability.ts";
-import { codeName, ConnectError, Kind, listAll, snapshotsClient, type ListedInfo, type SnapshotsClient } from "../lib/client.ts";
+import { checkStore } from "../kit/cli.ts";
+import { checkConsistency, waitNoDeleting } from "../kit/consistency.ts";
+import { Daemon, type DaemonConfig } from "../kit/daemon.ts";
+import { codeName, ConnectError, Kind, listAll, snapshotsClient, type ListedInfo, type SnapshotsClient } from "../kit/client.ts";
 
 const SOAK = process.env.THINSNAP_SOAK === "1";
 /** Time for the kill cycles after the named points are done (the named ones always run). */
@@ -311,7 +307,7 @@ describe.skipIf(!env.available)("crash consistency of thinsnap serve (SIGKILL an
       m = r.mounts[0]!;
     }
     const content = `${key} written in epoch ${epochNo} ${Math.random()}`;
-    const seen = await withMountAsync(m, (d) => {
+    const seen = await withMount(m, (d) => {
       const before = filesIn(d);
       if (!s.written) writeFileSync(`${d}/f-${key}`, content);
       return before;
@@ -344,7 +340,7 @@ describe.skipIf(!env.available)("crash consistency of thinsnap serve (SIGKILL an
       );
       if (!r) return;
       model.set(key, { name: key, kind: "view", parent: target.name, labels: { ...labels, [FSTYPE_LABEL]: "ext4" }, files: { ...target.files }, written: false, verified: false, epoch: epochNo });
-      const seen = await withMountAsync(r.mounts[0]!, filesIn);
+      const seen = await withMount(r.mounts[0]!, filesIn);
       if (!sameRecord(seen, target.files)) {
         problem(`view of "${target.name}" shows ${JSON.stringify(seen)}, want ${JSON.stringify(target.files)}`);
       } else {
@@ -654,7 +650,7 @@ describe.skipIf(!env.available)("crash consistency of thinsnap serve (SIGKILL an
       for (const a of [...model.values()].filter((s) => s.kind === "active")) {
         const r = await call(ctx, "mounts", null, () => c.mounts({ key: a.name }));
         if (r) {
-          const seen = await withMountAsync(r.mounts[0]!, filesIn);
+          const seen = await withMount(r.mounts[0]!, filesIn);
           if (!sameRecord(seen, a.files)) problem(`active "${a.name}" shows ${JSON.stringify(seen)}, want ${JSON.stringify(a.files)}`);
         }
       }
@@ -662,8 +658,8 @@ describe.skipIf(!env.available)("crash consistency of thinsnap serve (SIGKILL an
       const unverified = [...model.values()].filter((s) => s.kind === "committed" && !s.verified).map((s) => s.name);
       if (unverified.length) problem(`committed snapshots whose files were not read back: ${unverified.join(", ")}`);
       await verifyPool();
-      const chk = await runCheck(daemon.configPath);
-      if (chk.code !== 0) problem(`thinsnap check exited ${chk.code}: ${chk.out}`);
+      const chk = await checkStore(daemon.configPath);
+      if (chk.code !== 0) problem(`thinsnap check exited ${chk.code}: ${chk.stdout}${chk.stderr}`);
 
       // 4. remove everything: only the base is left in the pool
       const byDepth = [...model.values()];
@@ -730,7 +726,7 @@ describe.skipIf(!env.available)("crash consistency of thinsnap serve (SIGKILL an
       }
       await Promise.all(burst);
       await daemon.kill();
-      await run(["sync"]);
+      await runOk(["sync"]);
       writeFileSync("/proc/sys/vm/drop_caches", "3");
       daemon = await Daemon.start({ config: { ...cfg, baseImageSize: baseSize() }, readyTimeoutMs: 120_000 });
       expect(daemon.ready).toBe(true);

@@ -12,22 +12,21 @@ import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { create, toBinary, type DescMessage } from "@bufbuild/protobuf";
 import { dm as env } from "./env.ts";
 import { createTestPool, type TestPool } from "./pool-fixture.ts";
-import { checkConsistency, Daemon, type DaemonConfig } from "../lib/daemon-for-reliability.ts";
+import { checkConsistency } from "../kit/consistency.ts";
+import { Daemon, type DaemonConfig } from "../kit/daemon.ts";
 import {
   Code,
   CodeCounter,
   codeName,
   ConnectError,
-  envelope,
   Kind,
   listAll,
   outcomeOf,
-  ProtoWriter,
-  rawGrpcCall,
   snapshotsClient,
   type Outcome,
   type SnapshotsClient,
-} from "../lib/client.ts";
+} from "../kit/client.ts";
+import { envelope, ProtoWriter, rawGrpcCall } from "../kit/wire.ts";
 import {
   CleanupRequestSchema,
   CommitSnapshotRequestSchema,
