@@ -5,22 +5,45 @@ import { cell, row, type Row } from "../results.ts";
 import { commit, countsText, interleaved, key, prepare, remove, removeAll, view, type Env, type Parents, type Side } from "../sides.ts";
 import { stats } from "../stats.ts";
 
-export async function parentless(env: Env): Promise<Parents> {
-  const cells: Row["cells"] = {};
-  const parent = {} as Record<SideId, string>;
+interface Made {
+  /** The keys made per side, in order. */
+  keys: Record<SideId, string[]>;
+  /** The floor's devices (active). */
+  floorIds: number[];
+  xs: Record<SideId | "floor", number[]>;
+}
+
+/** Makes `count` snapshots per side with `make`, and floor devices from `floorOrigin`, interleaved. */
+async function makeInterleaved(
+  env: Env,
+  count: Record<SideId, number>,
+  what: string,
+  make: (s: Side, k: string) => Promise<unknown>,
+  floor: { count: number; origin: number },
+): Promise<Made> {
   const keys: Record<SideId, string[]> = { direct: [], ctrd: [], ref: [] };
-  log(`parentless Prepare ×${countsText(N.parentless)} (direct/ctrd/ref, interleaved)`);
   const floorIds: number[] = [];
   const xs = await interleaved(
     env,
-    N.parentless,
-    async (side) => {
-      const k = key(side, "root");
-      keys[side.id].push(k);
-      await prepare(side, k);
+    count,
+    async (s) => {
+      const k = key(s, what);
+      keys[s.id].push(k);
+      await make(s, k);
     },
-    { count: N.floor.parentless, fn: () => floorIds.push(env.floor.prepare(env.floor.base)) },
+    { count: floor.count, fn: () => floorIds.push(env.floor.prepare(floor.origin)) },
   );
+  return { keys, floorIds, xs };
+}
+
+export async function parentless(env: Env): Promise<Parents> {
+  const cells: Row["cells"] = {};
+  const parent = {} as Record<SideId, string>;
+  log(`parentless Prepare ×${countsText(N.parentless)} (direct/ctrd/ref, interleaved)`);
+  const { keys, floorIds, xs } = await makeInterleaved(env, N.parentless, "root", (s, k) => prepare(s, k), {
+    count: N.floor.parentless,
+    origin: env.floor.base,
+  });
   for (const id of floorIds) env.floor.remove(id, true);
   cells.floor = cell(stats(xs.floor));
   for (const side of env.sides) {
@@ -44,19 +67,8 @@ export async function childRows(env: Env, p: Parents): Promise<void> {
   const count = { direct: Math.max(N.child.direct, N.remove.direct), ctrd: Math.max(N.child.ctrd, N.remove.ctrd), ref: Math.max(N.child.ref, N.remove.ref) };
 
   log(`child Prepare, then Remove ×${countsText(count)} (interleaved)`);
-  const children: Record<SideId, string[]> = { direct: [], ctrd: [], ref: [] };
   const fl = env.floor;
-  const floorKids: number[] = [];
-  const px = await interleaved(
-    env,
-    count,
-    async (s) => {
-      const k = key(s, "child");
-      children[s.id].push(k);
-      await prepare(s, k, p.parent[s.id]);
-    },
-    { count: N.floor.child, fn: () => floorKids.push(fl.prepare(fl.parent)) },
-  );
+  const { keys: children, floorIds: floorKids, xs: px } = await makeInterleaved(env, count, "child", (s, k) => prepare(s, k, p.parent[s.id]), { count: N.floor.child, origin: fl.parent });
   const rx = await interleaved(env, count, async (s, i) => remove(env, s, children[s.id][i]!), {
     count: floorKids.length,
     fn: (i) => fl.remove(floorKids[i]!, true),
@@ -69,18 +81,7 @@ export async function childRows(env: Env, p: Parents): Promise<void> {
   }
 
   log(`View ×${countsText(N.view)} (interleaved)`);
-  const views: Record<SideId, string[]> = { direct: [], ctrd: [], ref: [] };
-  const floorViews: number[] = [];
-  const vx = await interleaved(
-    env,
-    N.view,
-    async (s) => {
-      const k = key(s, "view");
-      views[s.id].push(k);
-      await view(s, k, p.parent[s.id]);
-    },
-    { count: N.floor.view, fn: () => floorViews.push(fl.prepare(fl.parent)) },
-  );
+  const { keys: views, floorIds: floorViews, xs: vx } = await makeInterleaved(env, N.view, "view", (s, k) => view(s, k, p.parent[s.id]), { count: N.floor.view, origin: fl.parent });
   for (const id of floorViews) fl.remove(id, true);
   vw.floor = cell(stats(vx.floor));
   for (const s of env.sides) {
