@@ -6,7 +6,7 @@
  *
  *   const c = await startContainerd({
  *     dir: "/tmp/demo/containerd",
- *     proxySnapshotters: { thinsnap: thinsnapd.address },
+ *     proxySnapshotters: { thinsnap: daemon.address },
  *     devmapper: { poolName: "dm-pool", rootPath: "/tmp/demo/devmapper", baseImageSize: "64MB" },
  *   });
  *   const r = await c.ctr("snapshots", "--snapshotter", "thinsnap", "ls");
