@@ -8,13 +8,13 @@ import { countListed, snapshotsClient, type SnapshotsClient } from "../tests/kit
 import { createFilePool } from "../tests/kit/cli.ts";
 import { startContainerd, type Containerd } from "../tests/kit/containerd.ts";
 import { Daemon, inDir } from "../tests/kit/daemon.ts";
-import { sh } from "../tests/kit/process.ts";
+import { sh, type MountSpec } from "../tests/kit/process.ts";
 import { FloorPool } from "./floor.ts";
 import { LeasesClient } from "./leases.ts";
 import { BIN, GC_ROOT, GEOMETRY, log, type SideId } from "./plan.ts";
 import { notes } from "./results.ts";
 import { now } from "./stats.ts";
-import type { MountSpec } from "./workload.ts";
+
 
 export interface Side {
   id: SideId;
