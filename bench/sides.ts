@@ -15,7 +15,6 @@ import { BIN, GC_ROOT, GEOMETRY, log, type SideId } from "./plan.ts";
 import { notes } from "./results.ts";
 import { now } from "./stats.ts";
 
-
 export interface Side {
   id: SideId;
   label: string;
