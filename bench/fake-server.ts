@@ -2,11 +2,11 @@
  * thinsnap's gRPC server (src/rpc) in its own process, over
  *
  *   fake-pool: thinsnap's real snapshotter and SQLite store on the in-memory
- *     fake pool (tests/fakes/fake-pool.ts) instead of device-mapper. For the
+ *     fake pool (tests/kit/fakes/fake-pool.ts) instead of device-mapper. For the
  *     List-over-10,000-snapshots row: List (Walk) never touches the pool, so
  *     this serves it exactly as `thinsnap serve` does, while 10,000 snapshots
  *     can be made in seconds instead of creating 10,000 thin devices.
- *   memory: the in-memory snapshotter (tests/fakes/memory-snapshotter.ts): no
+ *   memory: the in-memory snapshotter (tests/kit/fakes/memory-snapshotter.ts): no
  *     store, no pool, so a call costs only gRPC (client + server), for the
  *     profile.
  *   h2: no Connect either: bare node:http2 answering every request with a
@@ -17,13 +17,12 @@
  */
 import * as http2 from "node:http2";
 import { rmSync } from "node:fs";
-import { TEST_OPTIONS } from "../tests/shared/options.ts";
 import { startServer } from "../src/rpc/server.ts";
 import { createSnapshotsService } from "../src/rpc/service.ts";
-import { ThinSnapshotter } from "../src/snapshotter/snapshotter.ts";
 import { Store } from "../src/store/store.ts";
-import { FakePool } from "../tests/fakes/fake-pool.ts";
-import { MemorySnapshotter } from "../tests/fakes/memory-snapshotter.ts";
+import { FakePool } from "../tests/kit/fakes/fake-pool.ts";
+import { openOnFakePool } from "../tests/kit/fakes/open.ts";
+import { MemorySnapshotter } from "../tests/kit/fakes/memory-snapshotter.ts";
 import type { Snapshotter } from "../src/snapshotter/types.ts";
 
 const [mode, socketPath, dbPath] = process.argv.slice(2);
@@ -53,10 +52,8 @@ async function openThin(): Promise<Snapshotter> {
   pool.totalMetadataBlocks = 1n << 30n;
   // The fake records every call; nobody reads them here.
   setInterval(() => (pool.calls = []), 1000);
-  return ThinSnapshotter.open(
-    { ...TEST_OPTIONS, poolName: "benchfake", baseImageSize: 10n << 30n },
-    { store: Store.open(dbPath!), pool, format: async () => {} },
-  );
+  // The daemon's own status cache (statusTtlMs undefined), as `thinsnap serve` runs.
+  return (await openOnFakePool(pool, Store.open(dbPath!), { poolName: "benchfake", baseImageSize: 10n << 30n }, undefined)).sn;
 }
 const sn: Snapshotter = mode === "memory" ? new MemorySnapshotter() : await openThin();
 const server = await startServer({ socketPath, service: createSnapshotsService(sn) });

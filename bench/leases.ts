@@ -9,8 +9,7 @@
 import { create, createFileRegistry, type DescMessage, type DescMethod, type DescMethodUnary } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema, FieldDescriptorProto_Label, FieldDescriptorProto_Type, file_google_protobuf_empty } from "@bufbuild/protobuf/wkt";
 import type { Transport } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
-import * as net from "node:net";
+import { grpcTransport } from "../tests/kit/client.ts";
 
 const T = FieldDescriptorProto_Type;
 const OPT = FieldDescriptorProto_Label.OPTIONAL;
@@ -66,26 +65,16 @@ export class LeasesClient {
   private readonly transport: Transport;
   private seq = 0;
 
-  constructor(
-    socketPath: string,
-    private readonly namespace = "default",
-  ) {
-    this.transport = createGrpcTransport({
-      baseUrl: "http://localhost",
-      nodeOptions: { createConnection: () => net.connect(socketPath) },
-    });
-  }
-
-  private headers(): Record<string, string> {
-    return { "containerd-namespace": this.namespace };
+  constructor(socketPath: string, namespace = "default") {
+    this.transport = grpcTransport(socketPath, { namespace });
   }
 
   async create(id: string): Promise<void> {
-    await this.transport.unary(CREATE, undefined, undefined, this.headers(), { id } as never);
+    await this.transport.unary(CREATE, undefined, undefined, undefined, { id } as never);
   }
 
   async delete(id: string, sync: boolean): Promise<void> {
-    await this.transport.unary(DELETE, undefined, undefined, this.headers(), { id, sync } as never);
+    await this.transport.unary(DELETE, undefined, undefined, undefined, { id, sync } as never);
   }
 
   /** Runs containerd's garbage collection now and waits for it (a throw-away lease, deleted with sync). */

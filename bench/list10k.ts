@@ -14,10 +14,10 @@
  */
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
-import { resolve } from "node:path";
-import { now, procStatusKiB, snapshotsClient, startDaemon, stats, waitForSocket, type SnapshotsClient, type Stats } from "./lib.ts";
+import { countListed, snapshotsClient } from "../tests/kit/client.ts";
+import { procStatusKiB, REPO, startBackground } from "../tests/kit/process.ts";
+import { now, samples, stats, type Stats } from "./stats.ts";
 
-const REPO = resolve(import.meta.dir, "..");
 export const SEL_LABEL = "bench.sel";
 export const LIST_FILTER = `labels."${SEL_LABEL}"==yes`;
 
@@ -30,21 +30,6 @@ export interface ListResult {
   populateMs: number;
 }
 
-async function count(client: SnapshotsClient, filters: string[]): Promise<number> {
-  let n = 0;
-  for await (const r of client.list({ filters })) n += r.info.length;
-  return n;
-}
-
-async function samples(reps: number, fn: () => Promise<unknown>): Promise<number[]> {
-  const out: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const t0 = now();
-    await fn();
-    out.push(now() - t0);
-  }
-  return out;
-}
 
 /** Starts the server in `dir` (put it on tmpfs under emulation), fills it, measures List. */
 export async function measureList(dir: string, total: number, reps: number, log: (m: string) => void): Promise<ListResult> {
@@ -52,9 +37,9 @@ export async function measureList(dir: string, total: number, reps: number, log:
   const sock = `${dir}/list.sock`;
   const db = `${dir}/list10k.db`;
   rmSync(db, { force: true });
-  const d = startDaemon("list-server", [process.execPath, `${REPO}/bench/fake-server.ts`, "fake-pool", sock, db], `${dir}/list-server.log`);
+  const d = startBackground("list-server", [process.execPath, `${REPO}/bench/fake-server.ts`, "fake-pool", sock, db], `${dir}/list-server.log`);
   try {
-    await waitForSocket(sock, 120_000, d);
+    await d.waitForSocket(sock, 120_000);
     const client = snapshotsClient(sock);
     log(`List over ${total}: populating (fake pool, real store and gRPC)`);
     const t0 = now();
@@ -72,8 +57,8 @@ export async function measureList(dir: string, total: number, reps: number, log:
     const populateMs = now() - t0;
     log(`populated ${total} in ${(populateMs / 1000).toFixed(1)} s; List ×${reps}`);
     let matched = 0;
-    const filtered = await samples(reps, async () => (matched = await count(client, [LIST_FILTER])));
-    const unfiltered = await samples(Math.max(3, Math.round(reps / 4)), () => count(client, []));
+    const filtered = await samples(reps, async () => (matched = await countListed(client, [LIST_FILTER])));
+    const unfiltered = await samples(Math.max(3, Math.round(reps / 4)), () => countListed(client));
     return { snapshots: total, matched, filtered: stats(filtered), unfiltered: stats(unfiltered), rssKiB: procStatusKiB(d.pid), populateMs };
   } finally {
     await d.stop();

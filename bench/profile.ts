@@ -11,14 +11,16 @@
  *
  * direct (the table's column) ≈ rpc + handler.
  */
-import { TEST_OPTIONS } from "../tests/shared/options.ts";
+import { TEST_OPTIONS } from "../tests/kit/fakes/options.ts";
 import { mkdirSync, rmSync } from "node:fs";
 import { DeviceMapper, ThinPool } from "../src/dm/index.ts";
 import { formatDevice } from "../src/snapshotter/mkfs.ts";
 import type { PoolApi } from "../src/snapshotter/pool-api.ts";
 import { ThinSnapshotter } from "../src/snapshotter/snapshotter.ts";
 import { Store } from "../src/store/store.ts";
-import { now, snapshotsClient, startDaemon, stats, waitForSocket, type Stats } from "./lib.ts";
+import { snapshotsClient } from "../tests/kit/client.ts";
+import { startBackground } from "../tests/kit/process.ts";
+import { now, samples, stats, type Stats } from "./stats.ts";
 
 /** Accumulates time and calls per method of a wrapped object; nested calls count once (at the outermost). */
 class Meter {
@@ -109,13 +111,7 @@ export async function profile(poolName: string, dir: string, count: number, log:
   const measure = async (name: string, keys: string[], fn: (k: string, i: number) => Promise<unknown>): Promise<void> => {
     poolMeter.reset();
     storeMeter.reset();
-    const xs: number[] = [];
-    for (let i = 0; i < keys.length; i++) {
-      const t0 = now();
-      await fn(keys[i]!, i);
-      xs.push(now() - t0);
-    }
-    const s = stats(xs);
+    const s = stats(await samples(keys.length, (i) => fn(keys[i]!, i)));
     const poolMs = poolMeter.total() / keys.length;
     const storeMs = storeMeter.total() / keys.length;
     ops[name] = {
@@ -149,18 +145,12 @@ export async function profile(poolName: string, dir: string, count: number, log:
   log("profile: gRPC alone (memory snapshotter server)");
   const sock = "/run/bench-rpc/rpc.sock";
   mkdirSync("/run/bench-rpc", { recursive: true });
-  const d = startDaemon("rpc-server", [process.execPath, `${import.meta.dir}/fake-server.ts`, "memory", sock, `${dir}/unused.db`], `${dir}/rpc-server.log`);
-  await waitForSocket(sock, 120_000, d);
+  const d = startBackground("rpc-server", [process.execPath, `${import.meta.dir}/fake-server.ts`, "memory", sock, `${dir}/unused.db`], `${dir}/rpc-server.log`);
+  await d.waitForSocket(sock, 120_000);
   const c = snapshotsClient(sock);
   const rpc: Record<string, Stats> = {};
   const rt = async (name: string, fn: (i: number) => Promise<unknown>, reps: number): Promise<void> => {
-    const xs: number[] = [];
-    for (let i = 0; i < reps; i++) {
-      const t0 = now();
-      await fn(i);
-      xs.push(now() - t0);
-    }
-    rpc[name] = stats(xs);
+    rpc[name] = stats(await samples(reps, fn));
   };
   await c.prepare({ key: "warm" });
   await rt("prepare", (i) => c.prepare({ key: `p${i}` }), count * 4);
@@ -171,8 +161,8 @@ export async function profile(poolName: string, dir: string, count: number, log:
 
   log("profile: HTTP/2 alone (bare node:http2, canned reply, same client)");
   const sock2 = "/run/bench-rpc/h2.sock";
-  const d2 = startDaemon("h2-server", [process.execPath, `${import.meta.dir}/fake-server.ts`, "h2", sock2, `${dir}/unused.db`], `${dir}/h2-server.log`);
-  await waitForSocket(sock2, 120_000, d2);
+  const d2 = startBackground("h2-server", [process.execPath, `${import.meta.dir}/fake-server.ts`, "h2", sock2, `${dir}/unused.db`], `${dir}/h2-server.log`);
+  await d2.waitForSocket(sock2, 120_000);
   const c2 = snapshotsClient(sock2);
   await c2.stat({ key: "warm" });
   await rt("stat-h2", (i) => c2.stat({ key: `p${i}` }), count * 4);

@@ -10,17 +10,15 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Store } from "../src/store/store.ts";
-import { ThinSnapshotter } from "../src/snapshotter/snapshotter.ts";
 import { startServer } from "../src/rpc/server.ts";
 import { createSnapshotsService } from "../src/rpc/service.ts";
-import { FakePool } from "../tests/fakes/fake-pool.ts";
-import { TEST_OPTIONS } from "../tests/shared/options.ts";
-import { snapshotsClient } from "../tests/lib/client.ts";
+import { FakePool } from "../tests/kit/fakes/fake-pool.ts";
+import { openOnFakePool } from "../tests/kit/fakes/open.ts";
+import { snapshotsClient } from "../tests/kit/client.ts";
 
 const total = Number(process.argv[process.argv.indexOf("--requests") + 1] || 20000) || 20000;
 const dir = mkdtempSync(join(tmpdir(), "thinsnap-statbench-"));
-const store = Store.open(join(dir, "metadata.db"));
-const sn = await ThinSnapshotter.open(TEST_OPTIONS, { store, pool: new FakePool(), format: async () => {} });
+const { sn } = await openOnFakePool(new FakePool(), Store.open(join(dir, "metadata.db")), {}, undefined);
 for (let i = 0; i < 100; i++) await sn.prepare(`default/1/key-${i}`, "", { labels: { "containerd.io/snapshot/x": String(i) } });
 const server = await startServer({ socketPath: join(dir, "sock"), service: createSnapshotsService(sn) });
 

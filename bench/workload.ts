@@ -5,16 +5,11 @@
 import { mkdirSync, rmdirSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { mount, umount, MS_RDONLY } from "../src/sys/libc.ts";
+import type { MountSpec } from "../tests/kit/process.ts";
 
 /** Files per layer and their size: "small files", like a typical image layer's. */
 export const FILES_PER_LAYER = 32;
 export const FILE_BYTES = 4096;
-
-export interface MountSpec {
-  type: string;
-  source: string;
-  options: string[];
-}
 
 let seq = 0;
 const payload = Buffer.alloc(FILE_BYTES, 0x5a);

@@ -12,8 +12,8 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { appendFileSync, chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { dm as env, inGuest } from "./env.ts";
 import { createTestPool, type TestPool } from "./pool-fixture.ts";
-import { Daemon, type DaemonConfig } from "../lib/daemon-for-reliability.ts";
-import { snapshotsClient } from "../lib/client.ts";
+import { Daemon, type DaemonConfig } from "../kit/daemon.ts";
+import { snapshotsClient } from "../kit/client.ts";
 
 const POOL = "tsaccess";
 const NOBODY = 65534;
@@ -78,6 +78,13 @@ describe.skipIf(!env.available)("socket and database permissions", () => {
 
   const mode = (p: string): number => statSync(p).mode & 0o777;
 
+  /** A config whose socket is in `${dir}/<sub>`, a directory made beforehand, 0755 (the admin's, world-searchable). */
+  function inOpenDir(sub: string, extra: Partial<DaemonConfig> = {}): DaemonConfig {
+    mkdirSync(`${dir}/${sub}`, { mode: 0o755 });
+    chmodSync(`${dir}/${sub}`, 0o755);
+    return { poolName: POOL, rootPath: `${dir}/root`, address: `${dir}/${sub}/s.sock`, ...extra };
+  }
+
   test(
     "defaults: socket 0600 in a 0700 directory, database 0600; uid 65534 is refused, root is served",
     async () => {
@@ -111,9 +118,7 @@ describe.skipIf(!env.available)("socket and database permissions", () => {
   test(
     "an existing world-searchable directory: the 0600 socket itself refuses uid 65534",
     async () => {
-      mkdirSync(`${dir}/run-open`, { mode: 0o755 });
-      chmodSync(`${dir}/run-open`, 0o755);
-      const cfg: DaemonConfig = { poolName: POOL, rootPath: `${dir}/root`, address: `${dir}/run-open/s.sock` };
+      const cfg = inOpenDir("run-open");
       const d = await start(cfg);
       expect(mode(`${dir}/run-open`)).toBe(0o755); // an existing directory is the admin's
       expect(mode(cfg.address)).toBe(0o600);
@@ -126,15 +131,7 @@ describe.skipIf(!env.available)("socket and database permissions", () => {
   test(
     "socket_mode 0660 + socket_group (number, then name) grants that group, nobody else",
     async () => {
-      mkdirSync(`${dir}/run-group`, { mode: 0o755 });
-      chmodSync(`${dir}/run-group`, 0o755);
-      const cfg: DaemonConfig = {
-        poolName: POOL,
-        rootPath: `${dir}/root`,
-        address: `${dir}/run-group/s.sock`,
-        socketMode: "0660",
-        socketGroup: String(GRANTED_GID),
-      };
+      const cfg = inOpenDir("run-group", { socketMode: "0660", socketGroup: String(GRANTED_GID) });
       let d = await start(cfg);
       expect(mode(cfg.address)).toBe(0o660);
       expect(statSync(cfg.address).gid).toBe(GRANTED_GID);

@@ -1,11 +1,12 @@
-/** A ThinSnapshotter on a real thin-pool in the guest, and mount helpers. */
+/** A ThinSnapshotter on a real thin-pool in the guest, and writing into a snapshot. */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { Store } from "../../src/store/store.ts";
 import { ThinSnapshotter, type SnapshotterOptions } from "../../src/snapshotter/snapshotter.ts";
 import { formatDevice } from "../../src/snapshotter/mkfs.ts";
-import { TEST_OPTIONS } from "../shared/options.ts";
+import { TEST_OPTIONS } from "../kit/fakes/options.ts";
 import type { Mount } from "../../src/snapshotter/types.ts";
-import { createTestPool, sh, type TestPool } from "./pool-fixture.ts";
+import { createTestPool, type TestPool } from "./pool-fixture.ts";
+import { withMount } from "../kit/process.ts";
 import { KernelWorkers } from "../../src/dm/kernel-workers.ts";
 
 export interface RealBackend {
@@ -66,21 +67,6 @@ export async function realBackend(
     },
   };
   return b;
-}
-
-/** Mounts `mounts` on a fresh directory, runs fn, unmounts. */
-export async function withMount<T>(mounts: Mount[], fn: (dir: string) => T | Promise<T>): Promise<T> {
-  const m = mounts[0]!;
-  const dir = mkdtempSync("/tmp/ts-mnt-");
-  const args = ["-t", m.type];
-  if (m.options.length) args.push("-o", m.options.join(","));
-  sh("mount", [...args, m.source, dir]);
-  try {
-    return await fn(dir);
-  } finally {
-    sh("umount", [dir]);
-    rmSync(dir, { recursive: true, force: true });
-  }
 }
 
 /** Writes `bytes` of incompressible data into a file of the snapshot and syncs it. */

@@ -2,7 +2,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dm as env } from "./env.ts";
-import { createTestPool, sh, type TestPool } from "./pool-fixture.ts";
+import { createTestPool, type TestPool } from "./pool-fixture.ts";
+import { sh } from "../kit/process.ts";
 import { blockDeviceSize, DmError, Errno, discardBlocks, isErrno } from "../../src/dm/index.ts";
 
 const MiB = 1n << 20n;

@@ -7,9 +7,9 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { dm as env } from "./env.ts";
-import { Daemon, type DaemonConfig, runCheck } from "../lib/daemon-for-reliability.ts";
-import { snapshotsClient } from "../lib/client.ts";
-import { destroyFilePool } from "../lib/thinsnapd.ts";
+import { Daemon, type DaemonConfig } from "../kit/daemon.ts";
+import { snapshotsClient } from "../kit/client.ts";
+import { checkStore, destroyFilePool } from "../kit/cli.ts";
 
 const POOL = "tscfgpool";
 
@@ -50,8 +50,8 @@ describe.skipIf(!env.available)("a [pool] table in the config", () => {
       expect((await snapshotsClient(cfg.address).stat({ key: "a" })).info?.name).toBe("a");
       await d.kill("SIGTERM");
 
-      const check = await runCheck(d.configPath);
-      expect(check.out).toContain(`ok: store and pool "${POOL}" agree`);
+      const check = await checkStore(d.configPath);
+      expect(check.stdout + check.stderr).toContain(`ok: store and pool "${POOL}" agree`);
       expect(check.code).toBe(0);
 
       r = await destroyFilePool(POOL, { deleteFiles: true });

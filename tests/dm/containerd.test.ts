@@ -15,20 +15,12 @@ import { createHash, randomBytes } from "node:crypto";
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { containerdInstalled, startContainerd, type Containerd } from "../lib/containerd.ts";
-import { buildImage, type BuiltImage } from "../lib/oci-image.ts";
-import {
-  backendSnapshots,
-  checkStore,
-  createFilePool,
-  destroyFilePool,
-  poolStatus,
-  startThinsnap,
-  waitFor,
-  type BackendSnapshot,
-  type PoolStatusReport,
-  type Thinsnapd,
-} from "../lib/thinsnapd.ts";
+import { containerdInstalled, startContainerd, type Containerd } from "../kit/containerd.ts";
+import { buildImage, type BuiltImage } from "../kit/oci-image.ts";
+import { checkStore, createFilePool, destroyFilePool, poolStatus, type PoolStatusReport } from "../kit/cli.ts";
+import { Daemon, inDir } from "../kit/daemon.ts";
+import { backendSnapshots, type BackendSnapshot } from "../kit/client.ts";
+import { sh, waitFor } from "../kit/process.ts";
 import { dm } from "./env.ts";
 
 const POOL = "thinsnap-ctrd-test";
@@ -64,16 +56,14 @@ function rows(table: string): string[][] {
     .map((l) => l.trim().split(/\s+/));
 }
 
-function sh(cmd: string, ...args: string[]): string {
-  const r = spawnSync(cmd, args, { encoding: "utf8" });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")}: exit ${r.status}: ${r.stderr}${r.stdout}`);
-  return r.stdout;
-}
+/** thinsnap serve in DIR/thinsnap (the same directory again after a restart). */
+const startThinsnap = (): Promise<Daemon> =>
+  Daemon.serving({ ...inDir(join(DIR, "thinsnap"), { poolName: POOL, baseImageSize: "64MB", logLevel: "debug" }), readyTimeoutMs: 120_000 });
 
 const sha = (b: Uint8Array): string => createHash("sha256").update(b).digest("hex");
 
 describe.skipIf(SKIP !== null)("containerd 1.6 with thinsnap as its proxy snapshotter", () => {
-  let d: Thinsnapd;
+  let d: Daemon;
   let c: Containerd;
   let img: BuiltImage;
   let start: PoolStatusReport;
@@ -128,11 +118,11 @@ describe.skipIf(SKIP !== null)("containerd 1.6 with thinsnap as its proxy snapsh
 
   function mount(dev: string, dir: string, ro = false): void {
     mkdirSync(dir, { recursive: true });
-    sh("mount", "-t", "ext4", ...(ro ? ["-o", "ro"] : []), dev, dir);
+    sh("mount", ["-t", "ext4", ...(ro ? ["-o", "ro"] : []), dev, dir]);
     mounted.push(dir);
   }
   function umount(dir: string): void {
-    sh("umount", dir);
+    sh("umount", [dir]);
     mounted.splice(mounted.indexOf(dir), 1);
   }
 
@@ -150,7 +140,7 @@ describe.skipIf(SKIP !== null)("containerd 1.6 with thinsnap as its proxy snapsh
     rmSync(DIR, { recursive: true, force: true });
     mkdirSync(DIR, { recursive: true });
     await createFilePool({ name: POOL, dataFile: join(DIR, "pool.data"), dataSize: "1G" });
-    d = await startThinsnap({ poolName: POOL, dir: join(DIR, "thinsnap"), baseImageSize: "64MB" });
+    d = await startThinsnap();
     start = await poolStatus(POOL, d.rootPath);
     c = await startContainerd({ dir: join(DIR, "containerd"), proxySnapshotters: { thinsnap: d.address } });
     img = buildImage({ out: join(DIR, "image.tar"), name: IMAGE, layers: 3 });
@@ -295,7 +285,7 @@ describe.skipIf(SKIP !== null)("containerd 1.6 with thinsnap as its proxy snapsh
   test("thinsnap restarts under a running containerd; the snapshots survive", step(async () => {
     const before = await backendSnapshots(d.address);
     expect(await d.stop()).toBe(0);
-    d = await startThinsnap({ poolName: POOL, dir: join(DIR, "thinsnap"), baseImageSize: "64MB" });
+    d = await startThinsnap();
     expect(await backendSnapshots(d.address)).toEqual(before);
     // containerd's proxy client reconnects by itself
     await waitFor("containerd reaching thinsnap again", async () => (await snap("ls")).code === 0, { timeoutMs: 30_000, intervalMs: 500 });

@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
-import { containerdInstalled } from "../lib/containerd.ts";
+import { containerdInstalled } from "../kit/containerd.ts";
 import { runDemo } from "../e2e/demo.ts";
 import { dm } from "./env.ts";
 

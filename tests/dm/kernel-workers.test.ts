@@ -5,8 +5,9 @@ import { createTestPool, type TestPool } from "./pool-fixture.ts";
 import { DmError, Errno, isErrno } from "../../src/dm/index.ts";
 import { KernelWorkers } from "../../src/dm/kernel-workers.ts";
 import { existsSync, rmSync } from "node:fs";
-import { createFilePool, destroyFilePool, startThinsnap, type Thinsnapd } from "../lib/thinsnapd.ts";
-import { snapshotsClient } from "../lib/client.ts";
+import { createFilePool, destroyFilePool } from "../kit/cli.ts";
+import { Daemon, inDir } from "../kit/daemon.ts";
+import { snapshotsClient } from "../kit/client.ts";
 
 const SIZE = 64n << 20n;
 
@@ -125,14 +126,12 @@ describe.skipIf(!env.available || noBinary)("kernel threads in the compiled bina
     const dir = "/tmp/tskwbin";
     rmSync(dir, { recursive: true, force: true });
     await createFilePool({ name: "tskwbin", dataFile: `${dir}/pool.data`, dataSize: "512M", binary: BINARY });
-    let d: Thinsnapd | undefined;
+    let d: Daemon | undefined;
     try {
-      d = await startThinsnap({
-        poolName: "tskwbin",
-        dir: `${dir}/ts`,
+      d = await Daemon.serving({
+        ...inDir(`${dir}/ts`, { poolName: "tskwbin", logLevel: "info", kernelThreads: 4 }),
         binary: BINARY,
-        logLevel: "info",
-        extraConfig: "kernel_threads = 4",
+        readyTimeoutMs: 120_000,
       });
       const c = snapshotsClient(d.address);
       // Two chains at once, so that more than one thread has work.

@@ -6,8 +6,9 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, rmSync } from "node:fs";
 import { dm as env } from "./env.ts";
-import { createFilePool, destroyFilePool, startThinsnap, type Thinsnapd } from "../lib/thinsnapd.ts";
-import { Code, errorOf, snapshotsClient, type SnapshotsClient } from "../lib/client.ts";
+import { createFilePool, destroyFilePool } from "../kit/cli.ts";
+import { Daemon, inDir } from "../kit/daemon.ts";
+import { Code, errorOf, snapshotsClient, type SnapshotsClient } from "../kit/client.ts";
 import { MAX_FILTER_REGEXPS } from "../../src/filters/limits.ts";
 
 const BINARY = `${import.meta.dir}/../../dist/thinsnap`;
@@ -25,10 +26,10 @@ describe.skipIf(!env.available || noBinary)("List filters in the compiled binary
     const dir = "/tmp/tslfbin";
     rmSync(dir, { recursive: true, force: true });
     await createFilePool({ name: "tslfbin", dataFile: `${dir}/pool.data`, dataSize: "256M", binary: BINARY });
-    let d: Thinsnapd | undefined;
+    let d: Daemon | undefined;
     try {
-      d = await startThinsnap({ poolName: "tslfbin", dir: `${dir}/ts`, binary: BINARY, logLevel: "info" });
-      const c = snapshotsClient(d.address);
+      d = await Daemon.serving({ ...inDir(`${dir}/ts`, { poolName: "tslfbin", logLevel: "info" }), binary: BINARY, readyTimeoutMs: 120_000 });
+      const c = snapshotsClient(d.config.address);
       await c.prepare({ key: "default/1/abc", parent: "", labels: { "containerd.io/gc.root": "2024", k: "Σίσυφος" } });
       await c.view({ key: "v", parent: "", labels: { k: "KELVIN" } });
       // RE2 syntax and semantics: classes, Unicode, case folding (K ~ U+212A), anchors.

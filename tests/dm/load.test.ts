@@ -11,8 +11,9 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { dm as env } from "./env.ts";
 import { createTestPool, type TestPool } from "./pool-fixture.ts";
-import { checkConsistency, Daemon, type DaemonConfig } from "../lib/daemon-for-reliability.ts";
-import { CodeCounter, ConnectError, listAll, snapshotsClient, type SnapshotsClient } from "../lib/client.ts";
+import { checkConsistency } from "../kit/consistency.ts";
+import { Daemon, type DaemonConfig } from "../kit/daemon.ts";
+import { CodeCounter, ConnectError, listAll, snapshotsClient, type SnapshotsClient } from "../kit/client.ts";
 
 const POOL = "tsload";
 const SOAK = process.env.THINSNAP_SOAK === "1";

@@ -74,10 +74,3 @@ function destroyPool(dm: DeviceMapper, name: string, loops: string[], files: str
   for (const l of loops) detachLoop(l);
   for (const f of files) rmSync(f, { force: true });
 }
-
-/** Runs a command, throwing with its output on failure. */
-export function sh(cmd: string, args: string[]): string {
-  const r = spawnSync(cmd, args, { encoding: "utf8" });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")}: exit ${r.status}: ${r.stderr}${r.stdout}`);
-  return r.stdout;
-}

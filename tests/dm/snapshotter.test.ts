@@ -14,9 +14,10 @@ import {
   writeFileSync,
 } from "node:fs";
 import { dm as env } from "./env.ts";
-import { realBackend, withMount, writeBytes, type RealBackend } from "./backend.ts";
+import { realBackend, writeBytes, type RealBackend } from "./backend.ts";
+import { sh, withMount } from "../kit/process.ts";
 import { describeSemantics, expectCode } from "../shared/semantics.ts";
-import { sh, thinDevicesOf } from "./pool-fixture.ts";
+import { thinDevicesOf } from "./pool-fixture.ts";
 
 for (const [fsType, asyncRemove, kernelThreads] of [
   ["ext4", false, 0],

@@ -29,8 +29,9 @@ import {
 } from "node:fs";
 import { dm as env } from "./env.ts";
 import { createTestPool, type TestPool } from "./pool-fixture.ts";
-import { checkConsistency, Daemon, type DaemonConfig } from "../lib/daemon-for-reliability.ts";
-import { Code, errorOf, listAll, outcomeOf, snapshotsClient, type SnapshotsClient } from "../lib/client.ts";
+import { checkConsistency } from "../kit/consistency.ts";
+import { Daemon, type DaemonConfig } from "../kit/daemon.ts";
+import { Code, errorOf, listAll, outcomeOf, snapshotsClient, type SnapshotsClient } from "../kit/client.ts";
 
 const NO_SPACE_TIMEOUT = "/sys/module/dm_thin_pool/parameters/no_space_timeout";
 const NUMBERS = /data \d+\/\d+ blocks of \d+ bytes used, metadata \d+\/\d+ blocks used/;

@@ -15,21 +15,12 @@
  */
 import { existsSync, mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { containerdInstalled, startContainerd, type Containerd } from "../lib/containerd.ts";
-import { buildImage } from "../lib/oci-image.ts";
-import {
-  backendSnapshots,
-  checkStore,
-  createFilePool,
-  destroyFilePool,
-  poolStatus,
-  startThinsnap,
-  thinsnapCommand,
-  waitFor,
-  type PoolStatusReport,
-  type RunResult,
-  type Thinsnapd,
-} from "../lib/thinsnapd.ts";
+import { containerdInstalled, startContainerd, type Containerd } from "../kit/containerd.ts";
+import { buildImage } from "../kit/oci-image.ts";
+import { checkStore, createFilePool, destroyFilePool, poolStatus, type PoolStatusReport } from "../kit/cli.ts";
+import { Daemon, inDir, thinsnapCommand } from "../kit/daemon.ts";
+import { backendSnapshots } from "../kit/client.ts";
+import { waitFor, type RunResult } from "../kit/process.ts";
 
 export interface DemoOptions {
   /** Working directory (pool files, daemons' state and logs). Default /tmp/thinsnap-demo. */
@@ -96,7 +87,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     dataUsed: { start: 0n, peak: 0n, end: 0n },
   };
 
-  let d: Thinsnapd | null = null;
+  let d: Daemon | null = null;
   let c: Containerd | null = null;
   let poolMade = false;
   const TOTAL = 9;
@@ -151,7 +142,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
         print(`           containerd exited ${code}`);
         if (code !== 0) cleanupErrors.push(`containerd exited ${code}`);
       }
-      const dd = d as Thinsnapd | null;
+      const dd = d as Daemon | null;
       if (dd) {
         const code = await dd.stop();
         print(`           thinsnap exited ${code}`);
@@ -185,7 +176,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
   if (o.handleSignals) for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, onSignal);
 
   print(`thinsnap end-to-end demo: containerd ${containerdInstalled() ? "1.6 (/usr/bin/containerd)" : "(missing!)"}, ` +
-    `thinsnap = ${thinsnapCommand(o.binary).join(" ")}, work dir ${dir}`);
+    `thinsnap = ${(await thinsnapCommand(o.binary)).join(" ")}, work dir ${dir}`);
   try {
     if (typeof process.getuid === "function" && process.getuid() !== 0) throw new Error("the demo must run as root");
     if (!existsSync("/dev/mapper/control")) throw new Error("no /dev/mapper/control: this kernel has no device-mapper (use tests/e2e/run-demo)");
@@ -200,7 +191,11 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     });
 
     const start = await step("start thinsnap serve (formats the 64 MiB base device)", async () => {
-      d = await startThinsnap({ poolName, dir: join(dir, "thinsnap"), baseImageSize: "64MB", binary: o.binary });
+      d = await Daemon.serving({
+        ...inDir(join(dir, "thinsnap"), { poolName, baseImageSize: "64MB", logLevel: "debug" }),
+        binary: o.binary,
+        readyTimeoutMs: 120_000,
+      });
       print(`           serving on ${d.address} (pid ${d.pid}, log ${d.logFile})`);
       return status("at start");
     });
@@ -276,7 +271,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
   } catch (e) {
     result.error = e instanceof Error ? e.message : String(e);
     print(`${stamp()} FAILED: ${result.error}`);
-    if (d && !interrupted) print(`---- thinsnap log (tail) ----\n${(d as Thinsnapd).logs().split("\n").slice(-40).join("\n")}`);
+    if (d && !interrupted) print(`---- thinsnap log (tail) ----\n${(d as Daemon).logs().split("\n").slice(-40).join("\n")}`);
     if (c && !interrupted) print(`---- containerd log (tail) ----\n${(c as Containerd).logs().split("\n").slice(-40).join("\n")}`);
   }
 

@@ -24,10 +24,12 @@
  */
 import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { spawn } from "node:child_process";
-import { checkConsistency, Daemon, runCheck, type DaemonConfig } from "../lib/daemon-for-reliability.ts";
-import { Code, ConnectError, Kind, listAll, snapshotsClient, type ListedInfo, type SnapshotsClient } from "../lib/client.ts";
+import { checkStore } from "../kit/cli.ts";
+import { checkConsistency } from "../kit/consistency.ts";
+import { Daemon, type DaemonConfig } from "../kit/daemon.ts";
+import { Code, ConnectError, Kind, listAll, snapshotsClient, type ListedInfo, type SnapshotsClient } from "../kit/client.ts";
 import { deviceMapper } from "../dm/pool-fixture.ts";
-import { run, withMountAsync } from "../lib/proc.ts";
+import { runOk, withMount } from "../kit/process.ts";
 import type { BootReport } from "./report.ts";
 
 const [stateDir, bootArg, cutArg] = process.argv.slice(2);
@@ -131,8 +133,8 @@ async function verify(c: SnapshotsClient, report: BootReport): Promise<void> {
   const problems = report.problems;
   const dm = deviceMapper();
   problems.push(...checkConsistency(dm, POOL, config.rootPath).problems);
-  const chk = await runCheck(`${MNT}/thinsnap.toml`);
-  if (chk.code !== 0) problems.push(`thinsnap check exited ${chk.code}: ${chk.out.trim()}`);
+  const chk = await checkStore(`${MNT}/thinsnap.toml`);
+  if (chk.code !== 0) problems.push(`thinsnap check exited ${chk.code}: ${`${chk.stdout}${chk.stderr}`.trim()}`);
 
   const all = await listAll(c);
   const byName = new Map<string, ListedInfo>(all.map((i) => [i.name, i]));
@@ -198,7 +200,7 @@ async function verify(c: SnapshotsClient, report: BootReport): Promise<void> {
     const vkey = `check-${BOOT}-${s.name}`;
     const mounts = await c.view({ key: vkey, parent: s.name });
     const m = mounts.mounts[0]!;
-    const got = await withMountAsync({ type: m.type, source: m.source, options: m.options }, filesIn);
+    const got = await withMount({ type: m.type, source: m.source, options: m.options }, filesIn);
     await c.remove({ key: vkey });
     const want = Object.keys(expected).sort();
     const have = Object.keys(got).sort();
@@ -249,7 +251,7 @@ async function workload(c: SnapshotsClient, w: Workload): Promise<void> {
         parentOf.set(key, parent); // before the await: the other worker must not remove the parent
         const res = await call({ op: "prepare", key, parent }, () => c.prepare({ key, parent }), w);
         const m = res!.mounts[0]!;
-        await withMountAsync({ type: m.type, source: m.source, options: m.options }, (dir) => {
+        await withMount({ type: m.type, source: m.source, options: m.options }, (dir) => {
           writeFileSync(`${dir}/f-${key}`, content(key));
         });
         if (Math.random() < 0.1) continue; // leave some active
@@ -283,8 +285,8 @@ async function workload(c: SnapshotsClient, w: Workload): Promise<void> {
 // ---------------------------------------------------------------- main
 
 mkdirSync(MNT, { recursive: true });
-if (BOOT === 0) await run(["mkfs.ext4", "-q", "-F", DISK]);
-await run(["mount", DISK, MNT]);
+if (BOOT === 0) await runOk(["mkfs.ext4", "-q", "-F", DISK]);
+await runOk(["mount", DISK, MNT]);
 mkdirSync("/run/tspower", { recursive: true, mode: 0o700 });
 
 const daemon = await Daemon.start({ config, configPath: `${MNT}/thinsnap.toml`, readyTimeoutMs: 180_000 });

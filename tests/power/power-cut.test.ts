@@ -13,9 +13,9 @@ import { afterAll, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
+import { REPO, run } from "../kit/process.ts";
 import type { BootReport } from "./report.ts";
 
-const REPO = path.resolve(import.meta.dir, "../..");
 const CUTS = process.env.THINSNAP_SOAK === "1" ? 12 : 3;
 const state = mkdtempSync(path.join(process.env.THINSNAP_POWER_DIR ?? tmpdir(), "thinsnap-power-"));
 const disk = path.join(state, "disk.img");
@@ -25,7 +25,7 @@ afterAll(() => {
 });
 
 async function boot(n: number, cutAfterMs: number): Promise<{ rc: number; out: string }> {
-  const p = Bun.spawn(
+  const r = await run(
     [
       "bash",
       path.join(REPO, "tests/vm/vmrun"),
@@ -42,10 +42,9 @@ async function boot(n: number, cutAfterMs: number): Promise<{ rc: number; out: s
       String(n),
       String(cutAfterMs),
     ],
-    { cwd: REPO, stdout: "pipe", stderr: "pipe" },
+    { cwd: REPO },
   );
-  const [rc, out, err] = await Promise.all([p.exited, new Response(p.stdout).text(), new Response(p.stderr).text()]);
-  return { rc, out: `${out}${err}` };
+  return { rc: r.code, out: `${r.stdout}${r.stderr}` };
 }
 
 /** Calls the guest started so far (journal lines of phase "start"). */

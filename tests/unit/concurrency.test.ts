@@ -9,8 +9,8 @@ import { ThinSnapshotter } from "../../src/snapshotter/snapshotter.ts";
 import { inlineKernelCalls, type KernelCalls } from "../../src/snapshotter/pool-api.ts";
 import { KeyedLock } from "../../src/keyed-lock.ts";
 import { SnapshotterError } from "../../src/errors.ts";
-import { FakePool } from "../fakes/fake-pool.ts";
-import { TEST_OPTIONS } from "../shared/options.ts";
+import { FakePool } from "../kit/fakes/fake-pool.ts";
+import { TEST_OPTIONS } from "../kit/fakes/options.ts";
 
 /** Each call waits `ms` before it runs on the fake; counts calls in flight. */
 function slowCalls(pool: FakePool, ms: number): KernelCalls & { maxInFlight: number } {

@@ -16,8 +16,8 @@ import { DM_NAME_MAX, MAX_POOL_NAME_BYTES, thinDeviceName, THIN_DEVICE_ROLES } f
 import { MAX_THIN_ID } from "../../src/dm/status.ts";
 import { ThinSnapshotter } from "../../src/snapshotter/snapshotter.ts";
 import { Store } from "../../src/store/store.ts";
-import { FakePool } from "../fakes/fake-pool.ts";
-import { TEST_OPTIONS } from "../shared/options.ts";
+import { FakePool } from "../kit/fakes/fake-pool.ts";
+import { TEST_OPTIONS } from "../kit/fakes/options.ts";
 
 const REPO = join(import.meta.dir, "../..");
 

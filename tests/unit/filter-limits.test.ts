@@ -22,9 +22,9 @@ import {
   MAX_REGEXP_PROGRAM,
 } from "../../src/filters/limits.ts";
 import { compileRe2 } from "../../src/filters/regexp.ts";
-import { FakePool } from "../fakes/fake-pool.ts";
-import { TEST_OPTIONS } from "../shared/options.ts";
-import { Code, errorOf, snapshotsClient, type SnapshotsClient } from "../lib/client.ts";
+import { FakePool } from "../kit/fakes/fake-pool.ts";
+import { TEST_OPTIONS } from "../kit/fakes/options.ts";
+import { Code, errorOf, snapshotsClient, type SnapshotsClient } from "../kit/client.ts";
 
 let dir: string;
 let sn: ThinSnapshotter;

@@ -7,8 +7,8 @@ import { describe, expect, test } from "bun:test";
 import { Store } from "../../src/store/store.ts";
 import { ThinSnapshotter } from "../../src/snapshotter/snapshotter.ts";
 import { inlineKernelCalls, type KernelCalls } from "../../src/snapshotter/pool-api.ts";
-import { FakePool } from "../fakes/fake-pool.ts";
-import { TEST_OPTIONS } from "../shared/options.ts";
+import { FakePool } from "../kit/fakes/fake-pool.ts";
+import { TEST_OPTIONS } from "../kit/fakes/options.ts";
 
 /** KernelCalls whose createSnap, once armed, waits for the test to release (or fail) it. */
 function gatedCreateSnap(pool: FakePool) {

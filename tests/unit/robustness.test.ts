@@ -5,16 +5,10 @@
 import { describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
 import { Store } from "../../src/store/store.ts";
-import { ThinSnapshotter } from "../../src/snapshotter/snapshotter.ts";
 import { Errno } from "../../src/dm/errors.ts";
-import { FakePool } from "../fakes/fake-pool.ts";
-import { TEST_OPTIONS } from "../shared/options.ts";
-import type { SnapshotterOptions } from "../../src/snapshotter/snapshotter.ts";
+import { FakePool } from "../kit/fakes/fake-pool.ts";
+import { openOnFakePool as open } from "../kit/fakes/open.ts";
 
-async function open(pool = new FakePool(), store = Store.open(":memory:"), opts: Partial<SnapshotterOptions> = {}) {
-  const sn = await ThinSnapshotter.open({ ...TEST_OPTIONS, ...opts }, { store, pool, format: async () => {}, statusTtlMs: 0 });
-  return { sn, pool, store };
-}
 const dmNameOf = (store: Store, key: string): string => store.getDevice(store.getSnapshot(key)!.thinId)!.dmName;
 
 describe("thin ids the pool already had are never deleted", () => {

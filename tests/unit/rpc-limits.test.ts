@@ -7,9 +7,9 @@ import { Store } from "../../src/store/store.ts";
 import { ThinSnapshotter } from "../../src/snapshotter/snapshotter.ts";
 import { startServer, type RunningServer } from "../../src/rpc/server.ts";
 import { createSnapshotsService } from "../../src/rpc/service.ts";
-import { FakePool } from "../fakes/fake-pool.ts";
-import { TEST_OPTIONS } from "../shared/options.ts";
-import { Code, codeOf, snapshotsClient, type SnapshotsClient } from "../lib/client.ts";
+import { FakePool } from "../kit/fakes/fake-pool.ts";
+import { TEST_OPTIONS } from "../kit/fakes/options.ts";
+import { Code, codeOf, snapshotsClient, type SnapshotsClient } from "../kit/client.ts";
 
 let dir: string;
 let sn: ThinSnapshotter;

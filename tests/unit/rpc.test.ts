@@ -13,10 +13,10 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { SnapshotterError, type ErrorCode } from "../../src/errors.ts";
 import { Kind, Snapshots } from "../../src/rpc/gen/containerd/services/snapshots/v1/snapshots_pb.ts";
-import { socketAccepts } from "../lib/thinsnapd.ts";
+import { socketAccepts } from "../kit/process.ts";
 import { startServer, type RunningServer } from "../../src/rpc/server.ts";
 import { createSnapshotsService } from "../../src/rpc/service.ts";
-import { MemorySnapshotter } from "../fakes/memory-snapshotter.ts";
+import { MemorySnapshotter } from "../kit/fakes/memory-snapshotter.ts";
 
 type SnapshotsClient = Client<typeof Snapshots>;
 

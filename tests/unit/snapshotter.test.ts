@@ -1,22 +1,10 @@
 /** Snapshot semantics on a fake pool (no kernel), plus crash/rollback paths. */
 import { describe, expect, test } from "bun:test";
 import { Store } from "../../src/store/store.ts";
-import { ThinSnapshotter, type SnapshotterOptions } from "../../src/snapshotter/snapshotter.ts";
 import { Errno } from "../../src/dm/errors.ts";
-import { FakePool } from "../fakes/fake-pool.ts";
+import { FakePool } from "../kit/fakes/fake-pool.ts";
 import { describeSemantics, expectCode } from "../shared/semantics.ts";
-import { TEST_OPTIONS } from "../shared/options.ts";
-
-const OPTS: SnapshotterOptions = TEST_OPTIONS;
-
-async function open(pool = new FakePool(), store = Store.open(":memory:"), opts: Partial<SnapshotterOptions> = {}) {
-  const formatted: string[] = [];
-  const sn = await ThinSnapshotter.open(
-    { ...OPTS, ...opts },
-    { store, pool, format: async (p) => void formatted.push(p), statusTtlMs: 0 },
-  );
-  return { sn, pool, store, formatted };
-}
+import { openOnFakePool as open } from "../kit/fakes/open.ts";
 
 function dmNameOf(store: Store, key: string): string {
   const row = store.getSnapshot(key)!;

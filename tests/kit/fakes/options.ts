@@ -1,5 +1,5 @@
 /** Snapshotter options for tests: small base, no reserve, sync remove. */
-import type { SnapshotterOptions } from "../../src/snapshotter/snapshotter.ts";
+import type { SnapshotterOptions } from "../../../src/snapshotter/snapshotter.ts";
 
 export const TEST_OPTIONS: Readonly<Omit<SnapshotterOptions, "poolName">> & { poolName: string } = {
   poolName: "fakepool",

@@ -4,8 +4,8 @@
  * unknown id = ENODATA, a name can be mapped once, busy devices refuse remove)
  * and can inject a failure at any operation.
  */
-import { DmError, Errno } from "../../src/dm/errors.ts";
-import type { MappingInfo, PoolApi, PoolStatus } from "../../src/snapshotter/pool-api.ts";
+import { DmError, Errno } from "../../../src/dm/errors.ts";
+import type { MappingInfo, PoolApi, PoolStatus } from "../../../src/snapshotter/pool-api.ts";
 
 interface Thin {
   mapped: bigint;

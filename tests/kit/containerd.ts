@@ -6,16 +6,15 @@
  *
  *   const c = await startContainerd({
  *     dir: "/tmp/demo/containerd",
- *     proxySnapshotters: { thinsnap: thinsnapd.address },
+ *     proxySnapshotters: { thinsnap: daemon.address },
  *     devmapper: { poolName: "dm-pool", rootPath: "/tmp/demo/devmapper", baseImageSize: "64MB" },
  *   });
  *   const r = await c.ctr("snapshots", "--snapshotter", "thinsnap", "ls");
  *   await c.stop();
  */
-import { spawn, type ChildProcess } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { exitOf, run, socketAccepts, waitFor, type RunResult } from "./thinsnapd.ts";
+import { readText, run, socketAccepts, startBackground, waitFor, type RunResult } from "./process.ts";
 
 export const CONTAINERD_BIN = "/usr/bin/containerd";
 export const CTR_BIN = "/usr/bin/ctr";
@@ -193,29 +192,15 @@ export async function startContainerd(o: ContainerdOptions): Promise<Containerd>
   rmSync(address, { force: true });
   rmSync(`${address}.ttrpc`, { force: true });
 
-  const fd = openSync(logFile, "a");
-  let child: ChildProcess;
-  try {
-    child = spawn(
-      o.binary ?? CONTAINERD_BIN,
-      ["--config", configPath, "--root", root, "--state", state, "--address", address],
-      // Its own process group: stop() must not reach shims, and a test
-      // runner's signal must not reach containerd before we stop it.
-      { stdio: ["ignore", fd, fd], env: process.env, detached: true },
-    );
-  } finally {
-    closeSync(fd);
-  }
-  const exited = exitOf(child);
-  let status: number | null = null;
-  void exited.then((c) => (status = c));
-  const logs = (): string => {
-    try {
-      return readFileSync(logFile, "utf8");
-    } catch {
-      return "";
-    }
-  };
+  const child = startBackground(
+    "containerd",
+    [o.binary ?? CONTAINERD_BIN, "--config", configPath, "--root", root, "--state", state, "--address", address],
+    logFile,
+    // Its own process group: stop() must not reach shims, and a test
+    // runner's signal must not reach containerd before we stop it.
+    { detached: true },
+  );
+  const logs = (): string => readText(logFile);
 
   const ctrWith = (opts: CtrOptions, ...args: string[]): Promise<RunResult> =>
     run([ctrBin, "--address", address, "--namespace", opts.namespace ?? namespace, ...args], {
@@ -240,12 +225,15 @@ export async function startContainerd(o: ContainerdOptions): Promise<Containerd>
       {
         timeoutMs: o.readyTimeoutMs ?? 60_000,
         intervalMs: 200,
-        died: () => (status === null ? null : `exited with status ${status} before serving; log:\n${logs().slice(-8000)}`),
+        died: () => {
+          const status = child.status();
+          return status === null ? null : `exited with status ${status} before serving; log:\n${logs().slice(-8000)}`;
+        },
       },
     );
   } catch (e) {
-    child.kill("SIGKILL");
-    await exited;
+    child.child.kill("SIGKILL");
+    await child.exited;
     throw e;
   }
 
@@ -257,16 +245,7 @@ export async function startContainerd(o: ContainerdOptions): Promise<Containerd>
     }
   };
 
-  const stop = async (timeoutMs = 20_000): Promise<number> => {
-    if (status !== null) return status;
-    child.kill("SIGTERM");
-    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    try {
-      return await exited;
-    } finally {
-      clearTimeout(timer);
-    }
-  };
+  const stop = (timeoutMs = 20_000): Promise<number> => child.stop(timeoutMs);
 
   return {
     address,
@@ -274,7 +253,7 @@ export async function startContainerd(o: ContainerdOptions): Promise<Containerd>
     state,
     configPath,
     logFile,
-    pid: child.pid ?? -1,
+    pid: child.pid,
     namespace,
     ctr,
     ctrWith,
@@ -283,6 +262,6 @@ export async function startContainerd(o: ContainerdOptions): Promise<Containerd>
     removeAllTasks,
     stop,
     logs,
-    exited,
+    exited: child.exited,
   };
 }

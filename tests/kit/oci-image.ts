@@ -267,7 +267,7 @@ export function buildImage(o: ImageOptions): BuiltImage {
 if (import.meta.main) {
   const [out, name, layers] = process.argv.slice(2);
   if (!out || !name) {
-    process.stderr.write("usage: bun tests/lib/oci-image.ts OUT.tar NAME [LAYERS]\n");
+    process.stderr.write("usage: bun tests/kit/oci-image.ts OUT.tar NAME [LAYERS]\n");
     process.exit(2);
   }
   const img = buildImage({ out, name, layers: layers ? Number(layers) : undefined });

@@ -8,8 +8,8 @@ import {
   failedPrecondition,
   invalidArgument,
   notFound,
-} from "../../src/errors.ts";
-import type { Info, Kind, Labels, Mount, SnapshotOpts, Snapshotter, Usage } from "../../src/snapshotter/types.ts";
+} from "../../../src/errors.ts";
+import type { Info, Kind, Labels, Mount, SnapshotOpts, Snapshotter, Usage } from "../../../src/snapshotter/types.ts";
 
 export type Op = Exclude<keyof Snapshotter, "close">;
 

@@ -1,0 +1,73 @@
+/** The results model: rows of cells (median, p95 per side), targets, notes, phase sums, resident memory. */
+import type { Profile } from "./profile.ts";
+import { fmtRatio } from "./format.ts";
+import type { SideId } from "./plan.ts";
+import type { Stats } from "./stats.ts";
+
+export interface Cell {
+  n: number;
+  median: number;
+  p95: number;
+  /** Optional note shown under the table (e.g. "over 22 snapshots"). */
+  note?: string;
+}
+export type Unit = "ms" | "ops/s" | "MiB";
+export interface Target {
+  /** Text shown in the table. */
+  text: string;
+  pass: boolean;
+  detail: string;
+}
+export interface Row {
+  id: string;
+  label: string;
+  unit: Unit;
+  cells: Partial<Record<SideId | "floor", Cell>>;
+  targets: Target[];
+  notes: string[];
+}
+
+/** What one run measured (filled by the sections; bench/results.json holds it). */
+export const rows: Row[] = [];
+export const notes: string[] = [];
+export const phases: Record<string, Record<string, number>> = {};
+/** VmRSS of thinsnap serve, KiB: idle after start-up, max under the 16-way load, VmHWM at the end, idle again after the runs. */
+export const rss = { idleKiB: 0, loadKiB: 0, hwmKiB: 0, afterKiB: 0 };
+export const profiled: { profile: Profile | null } = { profile: null };
+
+export function cell(s: Stats, note?: string): Cell {
+  return note === undefined ? { n: s.n, median: s.median, p95: s.p95 } : { n: s.n, median: s.median, p95: s.p95, note };
+}
+
+export function row(id: string, label: string, unit: Unit, cells: Row["cells"]): Row {
+  const r: Row = { id, label, unit, cells, targets: [], notes: [] };
+  rows.push(r);
+  return r;
+}
+
+/** Speed-up of thinsnap (via containerd) over the reference: ref/ts for times, ts/ref for throughput. */
+export function speedup(r: Row): number {
+  const ts = r.cells.ctrd?.median;
+  const ref = r.cells.ref?.median;
+  if (ts === undefined || ref === undefined) return NaN;
+  return r.unit === "ops/s" ? ts / ref : ref / ts;
+}
+
+export function targetFaster(r: Row, factor: number): void {
+  const s = speedup(r);
+  r.targets.push({ text: `≥${factor}× ref`, pass: s >= factor, detail: `${fmtRatio(s)}× faster than the reference (via containerd)` });
+}
+
+export function targetFloor(r: Row, factor: number): void {
+  const d = r.cells.direct?.median;
+  const f = r.cells.floor?.median;
+  if (d === undefined || f === undefined) return;
+  const x = d / f;
+  r.targets.push({ text: `≤${factor}× floor`, pass: x <= factor, detail: `${fmtRatio(x)}× the floor (direct)` });
+}
+
+export function targetMax(r: Row, side: SideId, max: number, unitText: string): void {
+  const v = r.cells[side]?.median;
+  if (v === undefined) return;
+  r.targets.push({ text: `≤${max} ${unitText}`, pass: v <= max, detail: `${v.toFixed(1)} ${unitText}` });
+}
