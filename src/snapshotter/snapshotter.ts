@@ -31,7 +31,7 @@ import { matches, parseFilters, toSql } from "./filters.ts";
 import { applyLabelUpdate, FSTYPE_LABEL, validateLabels, withoutEmpty } from "./labels.ts";
 import { inlineKernelCalls, type Formatter, type KernelCalls, type MappingInfo, type PoolApi, type PoolStatus } from "./pool-api.ts";
 import { KeyedLock } from "../keyed-lock.ts";
-import { killPoint } from "../testing/kill-point.ts";
+import { killPoint } from "./kill-points.ts";
 import { reconcile, type ReconcileReport } from "./reconcile.ts";
 import { Remover } from "./remover.ts";
 import type { Info, Kind, Labels, Mount, SnapshotOpts, Snapshotter, Usage } from "./types.ts";

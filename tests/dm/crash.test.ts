@@ -26,7 +26,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { dm as env } from "./env.ts";
 import { run, withMountAsync, type MountSpec } from "../lib/proc.ts";
 import { createTestPool, type TestPool } from "./pool-fixture.ts";
-import { KILL_POINTS } from "../../src/testing/kill-point.ts";
+import { KILL_POINTS } from "../../src/snapshotter/kill-points.ts";
 import { FSTYPE_LABEL } from "../../src/snapshotter/labels.ts";
 import {
   checkConsistency,
