@@ -20,7 +20,10 @@ let lib: ReturnType<typeof open> | null = null;
 let errnoAt: Pointer | null = null;
 export function libc(): ReturnType<typeof open> {
   lib ??= open();
-  errnoAt ??= lib.__errno_location();
+  if (errnoAt === null) {
+    const p = lib.__errno_location();
+    errnoAt = typeof p === "bigint" ? (Number(p) as Pointer) : p;
+  }
   return lib;
 }
 
