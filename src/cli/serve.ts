@@ -72,6 +72,13 @@ export async function serve(p: Parsed): Promise<number> {
     log,
   });
   const st = pool.status();
+  if (!st.errorIfNoSpace) {
+    // A pool thinsnap did not create: Commit/Prepare on it are refused once it is full, but writes queue.
+    log.warn("the pool has no error_if_no_space: once full, writes to it wait up to no_space_timeout (60 s) instead of failing", {
+      pool: cfg.poolName,
+      fix: `lvchange --errorwhenfull y VG/${cfg.poolName}, or reload its thin-pool table with the error_if_no_space feature`,
+    });
+  }
   log.info("serving", {
     address: server.address,
     kernel_threads: kernel ? cfg.kernelThreads : 0,

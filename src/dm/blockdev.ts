@@ -22,7 +22,8 @@ const LO_FILE_NAME_OFFSET = 56;
 function ioctl(fd: number, req: bigint, arg: NodeJS.TypedArray | number | null, op: string, path: string): number {
   const a = arg === null ? 0n : typeof arg === "number" ? BigInt(arg) : BigInt(addressOf(arg));
   const rc = libc().ioctl(fd, req, a);
-  if (rc < 0) throw new SyscallError(op, path, errno());
+  const e = rc < 0 ? errno() : 0; // first thing after the call (see errno())
+  if (rc < 0) throw new SyscallError(op, path, e);
   return rc;
 }
 

@@ -218,8 +218,10 @@ export class DeviceMapper {
         }
         cookieSet = true;
       }
-      const { value: ok, log } = withCapturedLog(() => lib.dm_task_run(task));
-      if (!ok) throw new DmError(op, name, lib.dm_task_get_errno(task), log);
+      // The task keeps its ioctl's errno (set in C right after the ioctl, so
+      // the log hook's JS cannot clobber it); read it before anything else runs.
+      const { value: failedErrno, log } = withCapturedLog(() => (lib.dm_task_run(task) ? null : lib.dm_task_get_errno(task)));
+      if (failedErrno !== null) throw new DmError(op, name, failedErrno, log);
       // Wait for udev (or let libdm create/remove nodes) before reporting success.
       if (cookieSet) {
         cookieSet = false;

@@ -17,7 +17,11 @@
  * must not race a remove of it).
  *
  * Workers start on demand, up to `max`, and exit after `idleMs` without work,
- * so an idle daemon holds none.
+ * so an idle daemon holds none. A thread stopped because it failed (or with
+ * calls in flight) may still be inside its libdevmapper -- terminate() cannot
+ * interrupt an ioctl -- so its slot's next thread gets a fresh copy; the old
+ * one stays loaded (and its descriptor open) for the process's life, and after
+ * MAX_RETIRED_COPIES such failures the workers refuse calls instead of leaking more.
  */
 import { closeSync, existsSync, readFileSync, writeSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -43,13 +47,16 @@ interface Pending {
 
 interface Slot {
   /** /proc/self/fd/N of this slot's copy of libdevmapper; kept for the process's life. */
-  readonly libFile: string;
+  libFile: string;
   worker: Worker | null;
   inFlight: Map<number, Pending>;
   idle: ReturnType<typeof setTimeout> | null;
 }
 
 const DEFAULT_IDLE_MS = 30_000;
+
+/** Copies of libdevmapper left to failed threads before calls are refused (each costs the library's size). */
+export const MAX_RETIRED_COPIES = 16;
 
 /**
  * The worker's entry file: kernel-worker.ts beside this file from the source
@@ -72,6 +79,8 @@ export class KernelWorkers {
   private readonly library: Buffer;
   private nextId = 1;
   private closed = false;
+  private copies = 0;
+  private retired = 0;
 
   constructor(private readonly opts: KernelWorkersOptions) {
     if (!(opts.max >= 1)) throw new RangeError(`kernel workers: max must be at least 1, got ${opts.max}`);
@@ -119,8 +128,13 @@ export class KernelWorkers {
     try {
       await this.send(slot, worker, { type: "ping", id: this.nextId++ });
     } finally {
-      this.stop(slot, new Error("probe done"));
+      this.stop(slot, new Error("probe done"), false);
     }
+  }
+
+  /** The copy of libdevmapper each slot's next (or current) thread loads. */
+  libraryFiles(): string[] {
+    return this.slots.map((s) => s.libFile);
   }
 
   /** Threads running now. */
@@ -131,11 +145,16 @@ export class KernelWorkers {
   /** Stops every thread; calls still in flight fail. */
   close(): void {
     this.closed = true;
-    for (const slot of this.slots) this.stop(slot, new Error("kernel workers closed"));
+    for (const slot of this.slots) this.stop(slot, new Error("kernel workers closed"), false);
   }
 
   private call(call: KernelCallName, args: unknown[], devices: string[]): Promise<void> {
     if (this.closed) return Promise.reject(new Error("kernel workers closed"));
+    if (this.retired > MAX_RETIRED_COPIES) {
+      return Promise.reject(
+        new Error(`kernel workers failed ${this.retired} times (limit ${MAX_RETIRED_COPIES}): restart thinsnap, or set kernel_threads = 0`),
+      );
+    }
     return this.devices.run(devices, () => {
       const slot = this.pick();
       const worker = this.ensureWorker(slot);
@@ -167,7 +186,14 @@ export class KernelWorkers {
   }
 
   private newSlot(): Slot {
-    const fd = memfdCreate(`libdevmapper-${this.slots.length}`);
+    const slot: Slot = { libFile: this.copyLibrary(), worker: null, inFlight: new Map(), idle: null };
+    this.slots.push(slot);
+    return slot;
+  }
+
+  /** A new private copy of libdevmapper; returns the path its thread loads it by. */
+  private copyLibrary(): string {
+    const fd = memfdCreate(`libdevmapper-${this.copies++}`);
     try {
       for (let off = 0; off < this.library.length; ) off += writeSync(fd, this.library, off);
     } catch (e) {
@@ -176,13 +202,12 @@ export class KernelWorkers {
     }
     // The descriptor stays open: the loader knows the copy by this path, and
     // a reused number would make it hand back a stale instance.
-    const slot: Slot = { libFile: `/proc/self/fd/${fd}`, worker: null, inFlight: new Map(), idle: null };
-    this.slots.push(slot);
-    return slot;
+    return `/proc/self/fd/${fd}`;
   }
 
   private ensureWorker(slot: Slot): Worker {
     if (slot.worker) return slot.worker;
+    if (slot.libFile === "") slot.libFile = this.copyLibrary();
     const entry = workerEntry();
     if (entry === null) throw new Error(`kernel worker code not found beside ${Bun.main}`);
     const worker = new Worker(entry);
@@ -190,10 +215,10 @@ export class KernelWorkers {
     // Only while it is still the slot's thread: a stopped one's late events
     // must not stop its successor.
     worker.onerror = (event: ErrorEvent) => {
-      if (slot.worker === worker) this.stop(slot, new Error(`kernel worker failed: ${event.message}`));
+      if (slot.worker === worker) this.stop(slot, new Error(`kernel worker failed: ${event.message}`), true);
     };
     worker.addEventListener("close", () => {
-      if (slot.worker === worker) this.stop(slot, new Error("kernel worker exited"));
+      if (slot.worker === worker) this.stop(slot, new Error("kernel worker exited"), true);
     });
     const init: WorkerRequest = { type: "init", libFile: slot.libFile, poolName: this.opts.poolName };
     worker.postMessage(init);
@@ -210,16 +235,29 @@ export class KernelWorkers {
     else p.reject(Object.assign(new Error(r.error.message), { name: r.error.name, code: r.error.code }));
     if (slot.inFlight.size === 0 && !this.closed) {
       slot.worker?.unref();
-      slot.idle = setTimeout(() => this.stop(slot, new Error("kernel worker stopped")), this.opts.idleMs ?? DEFAULT_IDLE_MS);
+      slot.idle = setTimeout(() => this.stop(slot, new Error("kernel worker stopped"), false), this.opts.idleMs ?? DEFAULT_IDLE_MS);
       slot.idle.unref();
     }
   }
 
-  private stop(slot: Slot, reason: Error): void {
+  /**
+   * Stops the slot's thread. `failed`: it may still be inside its library
+   * (as may any thread with calls in flight), so the slot's next thread
+   * gets a fresh copy rather than sharing that instance with it.
+   */
+  private stop(slot: Slot, reason: Error, failed: boolean): void {
     if (slot.idle) clearTimeout(slot.idle);
     slot.idle = null;
     const w = slot.worker;
     slot.worker = null;
+    if (w && (failed || slot.inFlight.size > 0) && !this.closed) {
+      this.retired++;
+      try {
+        slot.libFile = this.copyLibrary();
+      } catch {
+        slot.libFile = ""; // copied when the slot is next used (which then reports the error)
+      }
+    }
     for (const p of slot.inFlight.values()) p.reject(reason);
     slot.inFlight.clear();
     w?.terminate();

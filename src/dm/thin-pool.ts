@@ -25,12 +25,19 @@ export interface CreatePoolOptions {
   blockSectors: number;
   /** Free data blocks below which the kernel raises an event (default: geometry's). */
   lowWaterMark?: bigint;
-  /**
-   * Feature args. containerd's devmapper uses skip_block_zeroing: every thin
-   * device is a snapshot of a formatted base, so unwritten blocks are never read.
-   */
+  /** Feature args (default POOL_FEATURES). */
   features?: string[];
 }
+
+/**
+ * The features of a pool thinsnap creates. skip_block_zeroing, as containerd's
+ * devmapper: every thin device is a snapshot of a formatted base, so unwritten
+ * blocks are never read. error_if_no_space: once the data device is full,
+ * writes fail at once (ENOSPC/EIO) instead of being queued for the module's
+ * no_space_timeout (60 s) -- a Commit's fsync, or a suspend that flushes, would
+ * otherwise sleep that long on the thread that made it.
+ */
+export const POOL_FEATURES: readonly string[] = ["skip_block_zeroing", "error_if_no_space"];
 
 export function poolTable(opts: CreatePoolOptions): ThinPoolTable {
   const problem = blockSizeProblem(BigInt(opts.blockSectors) * SECTOR);
@@ -40,7 +47,7 @@ export function poolTable(opts: CreatePoolOptions): ThinPoolTable {
     dataDev: opts.dataDev,
     blockSectors: opts.blockSectors,
     lowWaterMark: opts.lowWaterMark ?? DEFAULT_LOW_WATER_MARK_MAX,
-    features: opts.features ?? ["skip_block_zeroing"],
+    features: [...(opts.features ?? POOL_FEATURES)],
   };
 }
 

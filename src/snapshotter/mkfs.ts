@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, rmdirSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { mount, umount } from "../sys/libc.ts";
-import { killPoint } from "../testing/kill-point.ts";
+import { killPoint } from "./kill-points.ts";
 
 const TEMP_MOUNT_PREFIX = "thinsnap-base-";
 

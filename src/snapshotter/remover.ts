@@ -8,7 +8,7 @@ import { Errno, isErrno } from "../dm/errors.ts";
 import type { Logger } from "../log.ts";
 import type { DeviceRow, Store } from "../store/store.ts";
 import type { KernelCalls, MappingInfo, PoolApi } from "./pool-api.ts";
-import { killPoint } from "../testing/kill-point.ts";
+import { killPoint } from "./kill-points.ts";
 
 const MIN_BACKOFF_MS = 100;
 const MAX_BACKOFF_MS = 30_000;

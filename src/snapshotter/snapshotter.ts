@@ -32,7 +32,7 @@ import { parseFiltersAsync } from "../filters/parser.ts";
 import { applyLabelUpdate, FSTYPE_LABEL, validateLabels, withoutEmpty } from "./labels.ts";
 import { inlineKernelCalls, type Formatter, type KernelCalls, type MappingInfo, type PoolApi, type PoolStatus } from "./pool-api.ts";
 import { KeyedLock } from "../keyed-lock.ts";
-import { killPoint } from "../testing/kill-point.ts";
+import { killPoint } from "./kill-points.ts";
 import { reconcile, type ReconcileReport } from "./reconcile.ts";
 import { Remover } from "./remover.ts";
 import type { Info, Kind, Labels, Mount, SnapshotOpts, Snapshotter, Usage } from "./types.ts";
@@ -219,7 +219,9 @@ export class ThinSnapshotter implements Snapshotter {
 
     // Make the writes durable (pool metadata committed), then measure.
     let open = false;
-    const mapped = await this.kernelAsync(`commit "${key}"`, async () => {
+    const op = `commit "${key}"`;
+    this.refuseIfOutOfData(op);
+    const mapped = await this.kernelAsync(op, async () => {
       const info = this.pool.info(dev.dmName);
       if (!info || !info.liveTable) return this.reactivate(dev, info !== null);
       // Still mounted (containerd normally unmounts first): a suspend freezes
@@ -227,6 +229,9 @@ export class ThinSnapshotter implements Snapshotter {
       open = info.openCount > 0;
       if (open) await this.calls.flush(dev.dmName);
       await this.calls.fsyncDevice(dev.dmName);
+      // A filesystem's failed writeback does not fail the device's fsync: if
+      // the pool filled meanwhile, some of those writes may be lost.
+      if (open) this.refuseIfOutOfData(op);
       return this.pool.mappedBytes(dev.dmName);
     });
     killPoint("commit.after-fsync");
@@ -378,6 +383,9 @@ export class ThinSnapshotter implements Snapshotter {
       // nothing maps it again meanwhile; if it goes away, the suspend's ENXIO
       // means "not mapped" (ThinPool.createSnap).
       const originMapped = this.pool.info(origin.dmName) !== null;
+      // Suspending a mapped origin flushes its writes, which a full pool
+      // may hold for no_space_timeout.
+      if (originMapped) this.refuseIfOutOfData(`${kind === "view" ? "view" : "prepare"} "${key}"`);
       await this.calls.createSnap(dev.thinId, origin.thinId, originMapped ? origin.dmName : null);
       killPoint("prepare.after-create-snap");
       await this.calls.activate(dev.dmName, dev.thinId, dev.sizeBytes);
@@ -468,6 +476,24 @@ export class ThinSnapshotter implements Snapshotter {
     }
   }
 
+  /**
+   * Refuses a step that writes to the pool while it is out of data space:
+   * a pool made without error_if_no_space (not by thinsnap) queues such
+   * writes for the module's no_space_timeout (60 s), and the thread making
+   * the call would sleep that long; with it, they fail. Read fresh: the pool
+   * may have filled since the last read.
+   */
+  private refuseIfOutOfData(op: string): void {
+    this.statusCache = null;
+    const st = this.cachedStatus(op);
+    if (st.mode !== "out_of_data_space") return;
+    this.statusCache = null;
+    throw resourceExhausted(
+      `${op}: pool ${this.pool.name} is out of data space (${this.spaceNumbers(st, this.pool.blockSize())}): ` +
+        `writes to it cannot complete; remove snapshots or grow the pool's data device`,
+    );
+  }
+
   private spaceRefusal(st: PoolStatus): string | null {
     const bs = this.pool.blockSize();
     const freeData = (st.totalDataBlocks - st.usedDataBlocks) * bs;
@@ -497,14 +523,20 @@ export class ThinSnapshotter implements Snapshotter {
   private mapError(e: unknown, op: string): Error {
     this.statusCache = null;
     if (e instanceof SnapshotterError) return e;
-    if (isErrno(e, Errno.ENOSPC)) {
-      let numbers = "";
+    // A write to a full pool with error_if_no_space fails with EIO (an
+    // fsync's is a plain Error with that code): out of space all the same.
+    const io = isErrno(e, Errno.EIO) || errorCode(e) === "EIO";
+    if (isErrno(e, Errno.ENOSPC) || errorCode(e) === "ENOSPC" || io) {
+      let st: PoolStatus | null = null;
       try {
-        numbers = `: ${this.spaceNumbers(this.pool.status(), this.pool.blockSize())}`;
+        st = this.pool.status();
       } catch {
         // the pool may be unreadable; the errno says enough
       }
-      return resourceExhausted(`${op}: pool ${this.pool.name} is out of space${numbers}`);
+      if (!io || st?.mode === "out_of_data_space") {
+        const numbers = st ? `: ${this.spaceNumbers(st, this.pool.blockSize())}` : "";
+        return resourceExhausted(`${op}: pool ${this.pool.name} is out of space${numbers}`);
+      }
     }
     if (isErrno(e, Errno.EOPNOTSUPP) || isErrno(e, Errno.EIO)) {
       // a pool in read-only or failed mode refuses messages this way
@@ -637,4 +669,9 @@ export class ThinSnapshotter implements Snapshotter {
   private assertOpen(): void {
     if (this.closed) throw unavailable("snapshotter is closed");
   }
+}
+
+/** The `code` of a Node-style system error (fs calls throw those), if any. */
+function errorCode(e: unknown): string | undefined {
+  return e instanceof Error && "code" in e && typeof e.code === "string" ? e.code : undefined;
 }

@@ -1,5 +1,5 @@
 /** The few libc calls we need (ioctl, mount) through bun:ffi, and errno. */
-import { dlopen, FFIType, read } from "bun:ffi";
+import { dlopen, FFIType, read, type Pointer } from "bun:ffi";
 
 const { i32, u32, u64, ptr } = FFIType;
 
@@ -16,14 +16,24 @@ function open() {
 }
 
 let lib: ReturnType<typeof open> | null = null;
+/** This thread's errno variable (its address is fixed per thread; each worker has its own module). */
+let errnoAt: Pointer | null = null;
 export function libc(): ReturnType<typeof open> {
   lib ??= open();
+  if (errnoAt === null) {
+    const p = lib.__errno_location();
+    errnoAt = typeof p === "bigint" ? (Number(p) as Pointer) : p;
+  }
   return lib;
 }
 
+/**
+ * errno of the last failed libc call on this thread: a plain memory read, so
+ * call it first thing after the failure. Anything in between (building a
+ * message, an allocation that triggers GC) may make a syscall that overwrites it.
+ */
 export function errno(): number {
-  const p = libc().__errno_location();
-  return p ? read.i32(p, 0) : 0;
+  return errnoAt ? read.i32(errnoAt, 0) : 0;
 }
 
 export class SyscallError extends Error {
@@ -43,7 +53,8 @@ export const MS_RDONLY = 1n;
 
 export function mount(source: string, target: string, fsType: string, flags = 0n, data = ""): void {
   if (libc().mount(cstr(source), cstr(target), cstr(fsType), flags, cstr(data)) !== 0) {
-    throw new SyscallError(`mount -t ${fsType} ${source}`, target, errno());
+    const e = errno(); // before the message is built
+    throw new SyscallError(`mount -t ${fsType} ${source}`, target, e);
   }
 }
 

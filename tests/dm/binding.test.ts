@@ -33,7 +33,8 @@ describe.skipIf(!env.available)("libdevmapper binding on a real thin-pool", () =
     expect(st.mode).toBe("rw");
     expect(st.usedDataBlocks).toBe(0n);
     expect(st.totalDataBlocks).toBe(BigInt(512 << 20) / (64n * 1024n));
-    expect(tp.pool.table().features).toEqual(["skip_block_zeroing"]);
+    expect(tp.pool.table().features).toEqual(["skip_block_zeroing", "error_if_no_space"]);
+    expect(st.errorIfNoSpace).toBe(true);
     expect(tp.pool.blockSize()).toBe(65536n);
     expect(tp.dm.list()).toContain("tsbind");
   });

@@ -28,7 +28,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { dm as env } from "./env.ts";
 import { runOk, withMount } from "../kit/process.ts";
 import { createTestPool } from "./pool-fixture.ts";
-import { KILL_POINTS } from "../../src/testing/kill-point.ts";
+import { KILL_POINTS } from "../../src/snapshotter/kill-points.ts";
 import { checkStore } from "../kit/cli.ts";
 import { checkConsistency } from "../kit/consistency.ts";
 import { Daemon } from "../kit/daemon.ts";

@@ -3,13 +3,22 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { dm as env } from "./env.ts";
 import { createTestPool, type TestPool } from "./pool-fixture.ts";
 import { DmError, Errno, isErrno } from "../../src/dm/index.ts";
-import { KernelWorkers } from "../../src/dm/kernel-workers.ts";
-import { existsSync, rmSync } from "node:fs";
+import { KernelWorkers, MAX_RETIRED_COPIES } from "../../src/dm/kernel-workers.ts";
+import { closeSync, constants, existsSync, openSync, rmSync } from "node:fs";
+import { spawnSync } from "node:child_process";
 import { createFilePool, destroyFilePool } from "../kit/cli.ts";
 import { Daemon, inDir } from "../kit/daemon.ts";
 import { snapshotsClient } from "../kit/client.ts";
 
 const SIZE = 64n << 20n;
+
+/** Makes a KernelWorkers' first thread fail as a crashed one does: its error event. */
+function failFirstThread(kw: KernelWorkers, message: string): void {
+  const slots = (kw as unknown as { slots: { worker: Worker | null }[] }).slots;
+  const w = slots[0]?.worker;
+  if (!w?.onerror) throw new Error("no running thread to fail");
+  w.onerror(new ErrorEvent("error", { message }));
+}
 
 describe.skipIf(!env.available)("kernel workers on a real thin-pool", () => {
   let tp: TestPool;
@@ -100,6 +109,59 @@ describe.skipIf(!env.available)("kernel workers on a real thin-pool", () => {
     await other.createSnap(60, 1, null); // and calls work after it
     await other.deleteThin(60);
     other.close();
+  });
+
+  test("a thread that failed inside a call is replaced by one with a fresh libdevmapper", async () => {
+    // A FIFO under /dev/mapper: the thread's fsync blocks in open(2) until a
+    // writer comes, as a call stuck in the kernel would; terminate() cannot
+    // interrupt it, so the thread stays inside its library for now.
+    const fifo = "/dev/mapper/tskw-fifo";
+    rmSync(fifo, { force: true });
+    expect(spawnSync("mkfifo", [fifo]).status).toBe(0);
+    const other = new KernelWorkers({ poolName: "tskw", max: 1 });
+    try {
+      const blocked = other.fsyncDevice("tskw-fifo").then(
+        () => null,
+        (e: unknown) => e,
+      );
+      await Bun.sleep(1500); // the thread starts and enters open(2)
+      const before = other.libraryFiles();
+      failFirstThread(other, "simulated crash");
+      expect(String(await blocked)).toContain("simulated crash");
+      const after = other.libraryFiles();
+      expect(after.length).toBe(1);
+      expect(after[0]).not.toBe(before[0]);
+      // The replacement works while the old thread is still stuck.
+      await other.createSnap(70, 1, null);
+      await other.deleteThin(70);
+    } finally {
+      // Let the old thread out of open(2).
+      try {
+        closeSync(openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK));
+      } catch {
+        // no reader left
+      }
+      other.close();
+      rmSync(fifo, { force: true });
+    }
+  });
+
+  test("after too many failed threads, calls are refused (no unbounded copies)", async () => {
+    const other = new KernelWorkers({ poolName: "tskw", max: 1 });
+    try {
+      for (let i = 0; i <= MAX_RETIRED_COPIES; i++) {
+        const call = other.deleteThin(900000 + i).then(
+          () => null,
+          (e: unknown) => e,
+        );
+        failFirstThread(other, `crash ${i}`);
+        expect(String(await call)).toContain(`crash ${i}`);
+      }
+      await expect(other.deleteThin(1)).rejects.toThrow(`limit ${MAX_RETIRED_COPIES}`);
+      expect(other.threads).toBe(0);
+    } finally {
+      other.close();
+    }
   });
 
   test("after close, calls are refused and no thread is left", async () => {

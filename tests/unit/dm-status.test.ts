@@ -58,7 +58,7 @@ describe("tables", () => {
   test("thin-pool params round-trip", () => {
     const t = poolTable({ metadataDev: "7:0", dataDev: "7:1", blockSectors: 128 });
     const s = thinPoolParams(t);
-    expect(s).toBe("7:0 7:1 128 32768 1 skip_block_zeroing");
+    expect(s).toBe("7:0 7:1 128 32768 2 skip_block_zeroing error_if_no_space");
     expect(parseThinPoolParams(s)).toEqual(t);
   });
   test("block size validation", () => {

@@ -1,17 +1,14 @@
 /**
- * Test-only crash injection: THINSNAP_TEST_KILL_AT makes the process SIGKILL
- * itself at a named point between kernel and store steps. Inert unless that
- * variable is set when the process starts (one boolean test per point).
+ * Named points between kernel and store steps where a crash test can make the
+ * process SIGKILL itself (tests/dm/crash.test.ts). In production killPoint is
+ * a no-op: the hook is armed only when THINSNAP_TEST_KILL_AT is set when the
+ * process starts, and then chosen once, so an unarmed call costs one call.
  *
  *   THINSNAP_TEST_KILL_AT=prepare.after-create-snap     first time that point is reached
  *   THINSNAP_TEST_KILL_AT=prepare.after-create-snap:3   third time
  *   THINSNAP_TEST_KILL_AT=random:0.02                   at any point, with probability 0.02
  *   THINSNAP_TEST_KILL_AT=list                          print each point reached (stderr)
  */
-const spec = process.env.THINSNAP_TEST_KILL_AT ?? "";
-const armed = spec !== "";
-let counts: Map<string, number> | null = null;
-
 export const KILL_POINTS = [
   "prepare.after-intent",
   "prepare.after-create-snap",
@@ -29,23 +26,27 @@ export const KILL_POINTS = [
 ] as const;
 export type KillPoint = (typeof KILL_POINTS)[number];
 
-export function killPoint(name: KillPoint): void {
-  if (!armed) return;
-  if (spec === "list") {
-    process.stderr.write(`kill-point ${name}\n`);
-    return;
-  }
+/** The hook for a THINSNAP_TEST_KILL_AT value; null for "" (unarmed). */
+export function killHook(spec: string): ((name: KillPoint) => void) | null {
+  if (spec === "") return null;
+  if (spec === "list") return (name) => void process.stderr.write(`kill-point ${name}\n`);
   if (spec.startsWith("random:")) {
-    if (Math.random() < Number(spec.slice(7))) die(name);
-    return;
+    const p = Number(spec.slice(7));
+    return (name) => {
+      if (Math.random() < p) die(name);
+    };
   }
   const [point, nth] = spec.split(":");
-  if (point !== name) return;
-  counts ??= new Map();
-  const n = (counts.get(name) ?? 0) + 1;
-  counts.set(name, n);
-  if (n === Number(nth ?? "1")) die(name);
+  const at = Number(nth ?? "1");
+  let count = 0;
+  return (name) => {
+    if (name === point && ++count === at) die(name);
+  };
 }
+
+const hook = killHook(process.env.THINSNAP_TEST_KILL_AT ?? "");
+
+export const killPoint: (name: KillPoint) => void = hook ?? (() => {});
 
 function die(name: string): never {
   process.stderr.write(`kill-point: SIGKILL at ${name}\n`);
