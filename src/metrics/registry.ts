@@ -7,6 +7,7 @@
  * queue): a scrape never waits on a kernel call.
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import { SPACE_RESOURCES, type SpaceResource } from "../snapshotter/space.ts";
 
 /** Kernel calls timed by src/metrics/timed-pool.ts (`call` label). */
 export const KERNEL_CALLS = [
@@ -30,9 +31,6 @@ export type PoolStatusName = (typeof POOL_STATUSES)[number];
 export const SNAPSHOT_KINDS = ["active", "view", "committed"] as const;
 export const DEVICE_STATES = ["creating", "ready", "deleting"] as const;
 
-/** Why a new device was refused (ResourceExhausted). */
-export const SPACE_RESOURCES = ["data", "metadata", "min_free_space"] as const;
-export type SpaceResource = (typeof SPACE_RESOURCES)[number];
 
 /**
  * Buckets from 100 µs to 30 s, about three per decade: a Stat answers in

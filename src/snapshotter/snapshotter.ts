@@ -32,6 +32,7 @@ import { applyLabelUpdate, FSTYPE_LABEL, validateLabels, withoutEmpty } from "./
 import { inlineKernelCalls, type Formatter, type KernelCalls, type MappingInfo, type PoolApi, type PoolStatus } from "./pool-api.ts";
 import { KeyedLock } from "../keyed-lock.ts";
 import { killPoint } from "../testing/kill-point.ts";
+import { enospcResource, spaceNumbers, spaceRefusal, type SpaceRefusal, type SpaceResource } from "./space.ts"; // issue 14
 import { reconcile, type ReconcileReport } from "./reconcile.ts";
 import { Remover } from "./remover.ts";
 import type { Info, Kind, Labels, Mount, SnapshotOpts, Snapshotter, Usage } from "./types.ts";
@@ -61,12 +62,11 @@ export interface SnapshotterDeps {
   statusTtlMs?: number;
   /** Where the sleeping kernel calls run (default: inline on `pool`). */
   kernel?: KernelCalls;
+  /** Told of every refusal for space (issue 14: metrics and the rate-limited warning). */
+  onSpaceRefusal?: (resource: SpaceResource, message: string) => void;
 }
 
 const STATUS_TTL_MS = 500;
-
-/** Metadata blocks (4 KiB) we never let the pool go below: a full metadata device turns the pool read-only. */
-const MIN_FREE_METADATA_BLOCKS = 64n;
 
 export class ThinSnapshotter implements Snapshotter {
   readonly remover: Remover;
@@ -455,33 +455,14 @@ export class ThinSnapshotter implements Snapshotter {
     const again = this.spaceRefusal(this.cachedStatus(op));
     if (again !== null) {
       this.statusCache = null;
-      throw resourceExhausted(`${op}: ${again}`);
+      this.deps.onSpaceRefusal?.(again.resource, `${op}: ${again.message}`); // issue 14
+      throw resourceExhausted(`${op}: ${again.message}`);
     }
   }
 
-  private spaceRefusal(st: PoolStatus): string | null {
-    const bs = this.pool.blockSize();
-    const freeData = (st.totalDataBlocks - st.usedDataBlocks) * bs;
-    const freeMeta = st.totalMetadataBlocks - st.usedMetadataBlocks;
-    const numbers = this.spaceNumbers(st, bs);
-    if (st.mode !== "rw") return `pool ${this.pool.name} is ${st.mode} (${numbers})`;
-    let reserve = this.opts.minFreeSpace;
-    if (this.opts.minFreeSpacePercent !== null) {
-      const pct = (st.totalDataBlocks * bs * BigInt(Math.round(this.opts.minFreeSpacePercent * 100))) / 10000n;
-      if (pct > reserve) reserve = pct;
-    }
-    if (freeData <= reserve || freeData === 0n) {
-      return `pool ${this.pool.name} has too little free data space (${numbers}; reserve ${reserve} bytes)`;
-    }
-    if (freeMeta < MIN_FREE_METADATA_BLOCKS) return `pool ${this.pool.name} metadata is nearly full (${numbers})`;
-    return null;
-  }
-
-  private spaceNumbers(st: PoolStatus, bs: bigint): string {
-    return (
-      `data ${st.usedDataBlocks}/${st.totalDataBlocks} blocks of ${bs} bytes used, ` +
-      `metadata ${st.usedMetadataBlocks}/${st.totalMetadataBlocks} blocks used`
-    );
+  // issue 14: the rule lives in space.ts, shared with the pool watcher.
+  private spaceRefusal(st: PoolStatus): SpaceRefusal | null {
+    return spaceRefusal(this.pool.name, st, this.pool.blockSize(), this.opts);
   }
 
   /** Maps kernel failures to the codes containerd understands. */
@@ -490,12 +471,16 @@ export class ThinSnapshotter implements Snapshotter {
     if (e instanceof SnapshotterError) return e;
     if (isErrno(e, Errno.ENOSPC)) {
       let numbers = "";
+      let st: PoolStatus | null = null; // issue 14
       try {
-        numbers = `: ${this.spaceNumbers(this.pool.status(), this.pool.blockSize())}`;
+        st = this.pool.status();
+        numbers = `: ${spaceNumbers(st, this.pool.blockSize())}`;
       } catch {
         // the pool may be unreadable; the errno says enough
       }
-      return resourceExhausted(`${op}: pool ${this.pool.name} is out of space${numbers}`);
+      const message = `${op}: pool ${this.pool.name} is out of space${numbers}`;
+      this.deps.onSpaceRefusal?.(enospcResource(st), message); // issue 14
+      return resourceExhausted(message);
     }
     if (isErrno(e, Errno.EOPNOTSUPP) || isErrno(e, Errno.EIO)) {
       // a pool in read-only or failed mode refuses messages this way
