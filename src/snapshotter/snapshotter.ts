@@ -33,6 +33,7 @@ import { inlineKernelCalls, type Formatter, type KernelCalls, type MappingInfo, 
 import { KeyedLock } from "../keyed-lock.ts";
 import { killPoint } from "../testing/kill-point.ts";
 import { enospcResource, spaceNumbers, spaceRefusal, type SpaceRefusal, type SpaceResource } from "./space.ts"; // issue 14
+import { BASE_MAPPED_META, exclusiveBytes } from "./usage.ts"; // issue 14
 import { reconcile, type ReconcileReport } from "./reconcile.ts";
 import { Remover } from "./remover.ts";
 import type { Info, Kind, Labels, Mount, SnapshotOpts, Snapshotter, Usage } from "./types.ts";
@@ -142,7 +143,7 @@ export class ThinSnapshotter implements Snapshotter {
     // own blocks are not the snapshot's usage.
     const parentMapped =
       row.parentId === null
-        ? BigInt(this.store.getMeta("base_mapped_bytes") ?? "0")
+        ? BigInt(this.store.getMeta(BASE_MAPPED_META) ?? "0")
         : (this.store.getSnapshotById(row.parentId)?.mappedBytes ?? 0n);
     let mapped: bigint;
     if (row.kind === "committed") {
@@ -151,8 +152,7 @@ export class ThinSnapshotter implements Snapshotter {
       const dev = this.store.getDevice(row.thinId);
       mapped = dev ? this.kernel(`usage of "${key}"`, () => this.pool.mappedBytes(dev.dmName)) : 0n;
     }
-    const size = mapped - parentMapped;
-    return { size: size > 0n ? size : 0n, inodes: 0n };
+    return { size: exclusiveBytes(mapped, parentMapped), inodes: 0n }; // issue 14
   }
 
   async walk(fn: (info: Info) => void | Promise<void>, filters: string[]): Promise<void> {
@@ -565,7 +565,7 @@ export class ThinSnapshotter implements Snapshotter {
       this.store.setDeviceState(dev.thinId, "ready");
       this.store.setDeviceActive(dev.thinId, false);
       this.store.setMeta("base_config", want);
-      this.store.setMeta("base_mapped_bytes", String(baseMapped));
+      this.store.setMeta(BASE_MAPPED_META, String(baseMapped));
     });
     this.base = { ...dev, state: "ready", active: false };
     this.log.info("base device ready", {
