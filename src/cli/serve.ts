@@ -12,6 +12,7 @@ import { sdNotify } from "../sys/sd-notify.ts";
 import { BUILD_DATE, REVISION, VERSION } from "../version.ts";
 import { CliError, lockRoot, openDeviceMapper, poolFromConfig, requireRoot } from "./runtime.ts";
 import { flagHelp, type FlagSpec, type Parsed, str } from "./args.ts";
+import { Observability } from "../metrics/observability.ts"; // issue 14
 
 export const SERVE_FLAGS: Record<string, FlagSpec> = {
   config: { help: "config file (TOML; a containerd config.toml with a devmapper section works too)", default: "/etc/thinsnap/config.toml" },
@@ -20,6 +21,7 @@ export const SERVE_FLAGS: Record<string, FlagSpec> = {
   "pool-name": { help: "thin-pool device name (overrides pool_name)" },
   "log-level": { help: "trace, debug, info, warn or error", default: "info" },
   "log-format": { help: "text or json", default: "text" },
+  "metrics-address": { help: 'Prometheus /metrics on host:port or a unix socket path; "" = off', default: '""' }, // issue 14
   help: { type: "boolean", help: "show this help" },
 };
 
@@ -69,17 +71,29 @@ export async function serve(p: Parsed): Promise<number> {
     kernel_threads: cfg.kernelThreads,
   });
   const pool = poolFromConfig(dm, cfg, log);
+  // issue 14 (lead: metricsAddress from cfg.metricsAddress once the config has metrics_address)
+  const obs = new Observability({ metricsAddress: str(p, "metrics-address") ?? "", log, limits: cfg, lowWaterMarkBlocks: pool.table().lowWaterMark });
+  const snPool = obs.wrapPool(pool); // issue 14
   for (const m of unmountStaleBaseMounts()) log.warn("unmounted a base mount left by a killed thinsnap", { mount: m });
   const store = Store.open(`${cfg.rootPath}/metadata.db`);
   const kernel = await startKernelWorkers(cfg, log);
   let sn: ThinSnapshotter;
   try {
-    sn = await ThinSnapshotter.open(cfg, { store, pool, format: formatDevice, log, listDevices: () => dm.list(), kernel });
+    sn = await ThinSnapshotter.open(cfg, {
+      store,
+      pool: snPool, // issue 14
+      format: formatDevice,
+      log,
+      listDevices: () => dm.list(),
+      kernel: obs.wrapKernel(kernel), // issue 14
+      onSpaceRefusal: obs.onSpaceRefusal, // issue 14
+    });
   } catch (e) {
     kernel?.close();
     store.close();
     throw new CliError(`cannot open the snapshotter: ${(e as Error).message}`);
   }
+  await obs.start({ pool: snPool, store, remover: sn.remover, reconcile: sn.lastReconcile }); // issue 14
   const socketGroup = cfg.socketGroup === null ? undefined : getgrnam(cfg.socketGroup);
   if (cfg.socketGroup !== null && socketGroup === undefined) {
     throw new CliError(`socket_group "${cfg.socketGroup}" does not exist`);
@@ -90,6 +104,7 @@ export async function serve(p: Parsed): Promise<number> {
     socketGroup,
     service: createSnapshotsService(sn, log),
     log,
+    interceptors: obs.interceptors(), // issue 14
   });
   const st = pool.status();
   log.info("serving", {
@@ -103,6 +118,7 @@ export async function serve(p: Parsed): Promise<number> {
   return waitForSignal(log, async () => {
     sdNotify("STOPPING=1");
     await server.close(10_000);
+    await obs.close(); // issue 14
     await sn.close();
     kernel?.close();
   });

@@ -59,8 +59,11 @@ export interface PoolSample {
 export interface MetricsReaders {
   /** null: no status read yet. */
   pool?: () => PoolSample | null;
-  snapshots?: () => Partial<Record<(typeof SNAPSHOT_KINDS)[number], number>>;
-  devices?: () => Partial<Record<(typeof DEVICE_STATES)[number], number>>;
+  /** Snapshots by kind and thin devices by state (Store.counts). */
+  counts?: () => {
+    snapshots: Partial<Record<(typeof SNAPSHOT_KINDS)[number], number>>;
+    devices: Partial<Record<(typeof DEVICE_STATES)[number], number>>;
+  };
   removeQueueLength?: () => number;
 }
 
@@ -227,11 +230,9 @@ export class Metrics {
       if (p.metadataUsedBytes !== undefined) this.metadataUsed.set(Number(p.metadataUsedBytes));
       if (p.metadataSizeBytes !== undefined) this.metadataSize.set(Number(p.metadataSizeBytes));
     });
-    this.read("snapshots", r.snapshots, (c) => {
-      for (const k of SNAPSHOT_KINDS) this.snapshots.set({ kind: k }, c[k] ?? 0);
-    });
-    this.read("devices", r.devices, (c) => {
-      for (const s of DEVICE_STATES) this.thinDevices.set({ state: s }, c[s] ?? 0);
+    this.read("counts", r.counts, (c) => {
+      for (const k of SNAPSHOT_KINDS) this.snapshots.set({ kind: k }, c.snapshots[k] ?? 0);
+      for (const s of DEVICE_STATES) this.thinDevices.set({ state: s }, c.devices[s] ?? 0);
     });
     this.read("removeQueueLength", r.removeQueueLength, (n) => this.removeQueue.set(n));
   }

@@ -413,6 +413,19 @@ export class Store {
       deviceState: r.device_state,
     }));
   }
+
+  /** Snapshots by kind and devices by state (the metrics gauges, pool status): two indexed counts. */
+  counts(): { snapshots: Partial<Record<Kind, number>>; devices: Partial<Record<DeviceState, number>> } {
+    const snapshots: Partial<Record<Kind, number>> = {};
+    for (const r of this.db.query<{ k: Kind; n: number }, []>("SELECT kind AS k, COUNT(*) AS n FROM snapshots GROUP BY kind").all()) {
+      snapshots[r.k] = r.n;
+    }
+    const devices: Partial<Record<DeviceState, number>> = {};
+    for (const r of this.db.query<{ k: DeviceState; n: number }, []>("SELECT state AS k, COUNT(*) AS n FROM devices GROUP BY state").all()) {
+      devices[r.k] = r.n;
+    }
+    return { snapshots, devices };
+  }
 }
 
 /** A snapshot as `thinsnap ls` shows it (Store.inventory). */

@@ -104,8 +104,7 @@ describe("Metrics", () => {
       processMetrics: false,
       readers: {
         pool: () => pool,
-        snapshots: () => ({ active, committed: 5 }),
-        devices: () => ({ ready: 7, deleting: 2 }),
+        counts: () => ({ snapshots: { active, committed: 5 }, devices: { ready: 7, deleting: 2 } }),
         removeQueueLength: () => 2,
       },
     });
@@ -142,7 +141,7 @@ describe("Metrics", () => {
       revision: "r",
       processMetrics: false,
       readers: {
-        snapshots: () => {
+        counts: () => {
           throw new Error("store closed");
         },
         removeQueueLength: () => 9,
@@ -151,7 +150,7 @@ describe("Metrics", () => {
     });
     const s = samples(await m.scrape());
     expect(s.get("thinsnap_remove_queue_length")).toBe(9);
-    expect(errors).toEqual(["snapshots: store closed"]);
+    expect(errors).toEqual(["counts: store closed"]);
   });
 
   test("process metrics, event-loop lag included, work under Bun", async () => {
