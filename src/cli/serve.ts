@@ -72,7 +72,7 @@ export async function serve(p: Parsed): Promise<number> {
   });
   const pool = poolFromConfig(dm, cfg, log);
   // issue 14 (lead: metricsAddress from cfg.metricsAddress once the config has metrics_address)
-  const obs = new Observability({ metricsAddress: str(p, "metrics-address") ?? "", log, limits: cfg, lowWaterMarkBlocks: pool.table().lowWaterMark });
+  const obs = await Observability.create({ metricsAddress: str(p, "metrics-address") ?? "", log, limits: cfg, lowWaterMarkBlocks: pool.table().lowWaterMark });
   const snPool = obs.wrapPool(pool); // issue 14
   for (const m of unmountStaleBaseMounts()) log.warn("unmounted a base mount left by a killed thinsnap", { mount: m });
   const store = Store.open(`${cfg.rootPath}/metadata.db`);

@@ -3,13 +3,15 @@
  * metrics_address is set), the pool watcher and the space-refusal log (always:
  * they are log lines an operator acts on). serve calls, in order:
  *
- *   const obs = new Observability({ metricsAddress, log, limits, lowWaterMarkBlocks });
+ *   const obs = await Observability.create({ metricsAddress, log, limits, lowWaterMarkBlocks });
  *   deps: pool: obs.wrapPool(pool), kernel: obs.wrapKernel(kernel), onSpaceRefusal: obs.onSpaceRefusal
  *   rpc server interceptors: [...obs.interceptors(), ...others]   (outermost)
  *   await obs.start({ pool, store, remover: sn.remover, reconcile: sn.lastReconcile })
  *   on shutdown: await obs.close()
  *
- * With metrics off the request path is untouched: no wrapper, no interceptor.
+ * With metrics off the request path is untouched: no wrapper, no interceptor;
+ * and prom-client is not even loaded (it costs ~60 ms of start-up, which
+ * every CLI command would pay).
  */
 import type { Interceptor } from "@connectrpc/connect";
 import type { Logger } from "../log.ts";
@@ -19,7 +21,7 @@ import type { SpaceLimits, SpaceResource } from "../snapshotter/space.ts";
 import type { Store } from "../store/store.ts";
 import { REVISION, VERSION } from "../version.ts";
 import { PoolWatch, POOL_WATCH_INTERVAL_MS } from "./pool-watch.ts";
-import { Metrics } from "./registry.ts";
+import type { Metrics } from "./registry.ts";
 import { metricsInterceptor } from "./rpc-interceptor.ts";
 import { formatMetricsAddress, parseMetricsAddress, startMetricsServer, type MetricsAddress, type RunningMetricsServer } from "./server.ts";
 import { SpaceLog } from "./space-log.ts";
@@ -53,16 +55,28 @@ export class Observability {
   private watch: PoolWatch | null = null;
   private server: RunningMetricsServer | null = null;
 
-  constructor(private readonly opts: ObservabilityOptions) {
-    this.address = parseMetricsAddress(opts.metricsAddress);
-    this.metrics =
-      this.address === null
-        ? null
-        : new Metrics({
-            version: VERSION,
-            revision: REVISION,
-            onReaderError: (reader, e) => opts.log.debug("metrics reader failed", { reader, error: String(e) }),
-          });
+  /** Parses metrics_address (a bad one throws MetricsAddressError) and loads prom-client only when it is set. */
+  static async create(opts: ObservabilityOptions): Promise<Observability> {
+    const address = parseMetricsAddress(opts.metricsAddress);
+    let metrics: Metrics | null = null;
+    if (address !== null) {
+      const { Metrics } = await import("./registry.ts");
+      metrics = new Metrics({
+        version: VERSION,
+        revision: REVISION,
+        onReaderError: (reader, e) => opts.log.debug("metrics reader failed", { reader, error: String(e) }),
+      });
+    }
+    return new Observability(opts, address, metrics);
+  }
+
+  private constructor(
+    private readonly opts: ObservabilityOptions,
+    address: MetricsAddress | null,
+    metrics: Metrics | null,
+  ) {
+    this.address = address;
+    this.metrics = metrics;
     this.spaceLog = new SpaceLog(opts.log);
   }
 

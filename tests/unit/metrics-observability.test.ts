@@ -59,7 +59,7 @@ describe("Observability", () => {
     const log = createLogger("info", "json", (l) => lines.push(JSON.parse(l)));
     const fake = new FakePool();
     const limits = { minFreeSpace: 0n, minFreeSpacePercent: 10 };
-    const obs = new Observability({ metricsAddress, log, limits, lowWaterMarkBlocks: 1000n, pollIntervalMs: 20 });
+    const obs = await Observability.create({ metricsAddress, log, limits, lowWaterMarkBlocks: 1000n, pollIntervalMs: 20 });
     const pool = obs.wrapPool(fake);
     const store = Store.open(`${dir}/metadata.db`);
     const sn = await ThinSnapshotter.open(
@@ -135,9 +135,11 @@ describe("Observability", () => {
     expect(lines.filter((l) => String(l.msg).startsWith("refusing new snapshots"))).toHaveLength(1);
   });
 
-  test("a bad metrics_address stops the start with the accepted forms", () => {
-    expect(
-      () => new Observability({ metricsAddress: "9100", log: createLogger("error"), limits: { minFreeSpace: 0n, minFreeSpacePercent: null }, lowWaterMarkBlocks: null }),
-    ).toThrow(/metrics_address "9100": neither host:port nor an absolute path/);
+  test("a bad metrics_address stops the start with the accepted forms", async () => {
+    const err = await Observability.create({ metricsAddress: "9100", log: createLogger("error"), limits: { minFreeSpace: 0n, minFreeSpacePercent: null }, lowWaterMarkBlocks: null }).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(String(err)).toMatch(/metrics_address "9100": neither host:port nor an absolute path/);
   });
 });
