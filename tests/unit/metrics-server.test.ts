@@ -55,7 +55,8 @@ describe("parseMetricsAddress", () => {
 
 function get(target: { port?: number; socketPath?: string }, path: string, method = "GET") {
   return new Promise<{ status: number; type: string; body: string }>((resolve, reject) => {
-    const req = http.request({ ...target, host: "127.0.0.1", path, method }, (res) => {
+    // agent false: no kept-alive socket from a server an earlier step closed
+    const req = http.request({ ...target, host: "127.0.0.1", path, method, agent: false }, (res) => {
       let body = "";
       res.setEncoding("utf8");
       res.on("data", (c: string) => (body += c));
