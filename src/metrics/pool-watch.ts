@@ -113,46 +113,68 @@ export function poolWatchStep(
   }
 
   if (o.kind !== "status") return { next, lines };
-  const s = o.status;
-  const bs = o.blockSize;
-  const freeBlocks = s.totalDataBlocks - s.usedDataBlocks;
+  const f = poolFigures(o.status, o.blockSize, t);
   const figures = {
     pool,
-    free_bytes: freeBlocks * bs,
-    data_used_percent: pct(s.usedDataBlocks, s.totalDataBlocks),
-    data_size_bytes: s.totalDataBlocks * bs,
-    metadata_used_percent: pct(s.usedMetadataBlocks, s.totalMetadataBlocks),
+    free_bytes: f.freeBytes,
+    data_used_percent: f.dataUsedPercent,
+    data_size_bytes: f.dataSizeBytes,
+    metadata_used_percent: f.metadataUsedPercent,
   };
-
-  // The kernel raises its event when free blocks drop to the mark (dm-thin: free <= low_water_blocks).
-  const lw = t.lowWaterMarkBlocks;
-  const belowLw = lw === null || lw === 0n ? null : freeBlocks <= lw;
-  if (belowLw !== null && belowLw !== (prev.belowLowWater ?? false)) {
+  if (f.belowLowWater !== null && f.belowLowWater !== (prev.belowLowWater ?? false)) {
     lines.push({
       level: "warn",
-      msg: belowLw
+      msg: f.belowLowWater
         ? "thin-pool free data space fell to its low-water mark: extend the data device or free space soon"
         : "thin-pool free data space is back above its low-water mark",
-      fields: { ...figures, low_water_mark_bytes: lw! * bs },
+      fields: { ...figures, low_water_mark_bytes: f.lowWaterMarkBytes ?? undefined },
     });
   }
-  next.belowLowWater = belowLw;
-
-  const reserve = dataReserveBytes(s.totalDataBlocks * bs, t.limits);
-  const freeBytes = freeBlocks * bs;
-  // Same rule as the refusal (space.ts): at or below the reserve is refused.
-  const belowRes = reserve > 0n ? freeBytes <= reserve : null;
-  if (belowRes !== null && belowRes !== (prev.belowReserve ?? false)) {
+  next.belowLowWater = f.belowLowWater;
+  if (f.belowMinFreeSpace !== null && f.belowMinFreeSpace !== (prev.belowReserve ?? false)) {
     lines.push({
       level: "warn",
-      msg: belowRes
+      msg: f.belowMinFreeSpace
         ? "thin-pool free data space fell below min_free_space: new snapshots are refused (ResourceExhausted) until space is freed or the pool is extended"
         : "thin-pool free data space is back above min_free_space: new snapshots are accepted again",
-      fields: { ...figures, min_free_space_bytes: reserve },
+      fields: { ...figures, min_free_space_bytes: f.minFreeSpaceBytes ?? undefined },
     });
   }
-  next.belowReserve = belowRes;
+  next.belowReserve = f.belowMinFreeSpace;
   return { next, lines };
+}
+
+/** A pool's usage against its thresholds (the watcher's lines; `pool status` can show the same). */
+export interface PoolFigures {
+  freeBytes: bigint;
+  dataSizeBytes: bigint;
+  dataUsedPercent: number;
+  metadataUsedPercent: number;
+  /** null: no low-water mark. */
+  lowWaterMarkBytes: bigint | null;
+  belowLowWater: boolean | null;
+  /** null: no min_free_space. */
+  minFreeSpaceBytes: bigint | null;
+  belowMinFreeSpace: boolean | null;
+}
+
+export function poolFigures(s: PoolStatus, blockSize: bigint, t: PoolThresholds): PoolFigures {
+  const freeBlocks = s.totalDataBlocks - s.usedDataBlocks;
+  const freeBytes = freeBlocks * blockSize;
+  const lw = t.lowWaterMarkBlocks === null || t.lowWaterMarkBlocks === 0n ? null : t.lowWaterMarkBlocks;
+  const reserve = dataReserveBytes(s.totalDataBlocks * blockSize, t.limits);
+  return {
+    freeBytes,
+    dataSizeBytes: s.totalDataBlocks * blockSize,
+    dataUsedPercent: pct(s.usedDataBlocks, s.totalDataBlocks),
+    metadataUsedPercent: pct(s.usedMetadataBlocks, s.totalMetadataBlocks),
+    lowWaterMarkBytes: lw === null ? null : lw * blockSize,
+    // The kernel raises its event when free blocks drop to the mark (dm-thin: free <= low_water_blocks).
+    belowLowWater: lw === null ? null : freeBlocks <= lw,
+    minFreeSpaceBytes: reserve > 0n ? reserve : null,
+    // Same rule as the refusal (space.ts): at or below the reserve is refused.
+    belowMinFreeSpace: reserve > 0n ? freeBytes <= reserve : null,
+  };
 }
 
 /** What the watcher reads: PoolApi (src/snapshotter/pool-api.ts) satisfies it. */

@@ -19,12 +19,14 @@ import type { LsEntry } from "../../src/cli/ls.ts";
 
 const POOL = "tsmetrics";
 const BIN = process.env.THINSNAP_BIN || resolve(import.meta.dir, "../../dist/thinsnap");
-const METRICS_PORT = 19323;
+
+// A unix socket: the guest has no loopback interface up (TCP is covered by tests/unit/metrics-server.test.ts).
+let metricsSock = "";
 
 function scrape(): Promise<{ status: number; body: string }> {
   return new Promise((res, rej) => {
     http
-      .get({ host: "127.0.0.1", port: METRICS_PORT, path: "/metrics" }, (r) => {
+      .get({ socketPath: metricsSock, path: "/metrics", agent: false }, (r) => {
         let body = "";
         r.setEncoding("utf8");
         r.on("data", (c: string) => (body += c));
@@ -53,12 +55,13 @@ describe.skipIf(!env.available)("metrics and ls in the compiled binary", () => {
     tp = createTestPool(POOL, { dataSize: 512 << 20 });
     dir = mkdtempSync("/tmp/tsmetrics-");
     sock = join(dir, "ts.sock");
+    metricsSock = join(dir, "metrics.sock");
     logFile = join(dir, "thinsnap.log");
     const config = join(dir, "config.toml");
     writeFileSync(config, `pool_name = "${POOL}"\nroot_path = "${dir}/root"\naddress = "${sock}"\nbase_image_size = "64MB"\n`);
     flags = ["--config", config];
     const fd = openSync(logFile, "a");
-    child = spawn(BIN, ["serve", ...flags, "--log-format", "json", "--metrics-address", `127.0.0.1:${METRICS_PORT}`], {
+    child = spawn(BIN, ["serve", ...flags, "--log-format", "json", "--metrics-address", metricsSock], {
       stdio: ["ignore", fd, fd],
     });
     closeSync(fd);
@@ -138,7 +141,7 @@ describe.skipIf(!env.available)("metrics and ls in the compiled binary", () => {
       expect(["debug", "info", "warn", "error"]).toContain(l.level as string);
       expect(typeof l.msg).toBe("string");
     }
-    expect(lines.find((l) => l.msg === "serving metrics")).toMatchObject({ metrics_address: `127.0.0.1:${METRICS_PORT}` });
+    expect(lines.find((l) => l.msg === "serving metrics")).toMatchObject({ metrics_address: metricsSock });
     await expect(scrape()).rejects.toThrow();
   });
 });
