@@ -7,6 +7,7 @@ import {
   INITIAL_POOL_WATCH_STATE,
   observe,
   PoolWatch,
+  poolFigures,
   poolSample,
   poolWatchStep,
   STATUS_ADVICE,
@@ -113,6 +114,25 @@ describe("poolWatchStep", () => {
 
   test("a pool that starts read-only is an error at once", () => {
     expect(run([obs(0n, { mode: "ro" })]).lines).toEqual([`error ${STATUS_ADVICE.ro}`]);
+  });
+});
+
+describe("poolFigures", () => {
+  test("usage against the thresholds, for the lines and pool status", () => {
+    const o = obs(950n);
+    if (o.kind !== "status") throw new Error("unreachable");
+    expect(poolFigures(o.status, BS, T)).toEqual({
+      freeBytes: 50n * BS,
+      dataSizeBytes: 1000n * BS,
+      dataUsedPercent: 95,
+      metadataUsedPercent: 25,
+      lowWaterMarkBytes: 100n * BS,
+      belowLowWater: true,
+      minFreeSpaceBytes: 50n * BS,
+      belowMinFreeSpace: true,
+    });
+    const none = poolFigures(o.status, BS, { lowWaterMarkBlocks: null, limits: { minFreeSpace: 0n, minFreeSpacePercent: null } });
+    expect([none.lowWaterMarkBytes, none.belowLowWater, none.minFreeSpaceBytes, none.belowMinFreeSpace]).toEqual([null, null, null, null]);
   });
 });
 
