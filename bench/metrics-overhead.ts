@@ -1,6 +1,6 @@
 /**
  * What metrics cost the request path: Stat and child Prepare over thinsnap's
- * socket with metrics on and off, interleaved round by round in one run.
+ * socket with metrics on and off, interleaved request by request in one run.
  * Runs on any host: the pool is the in-memory fake, so a kernel call costs
  * microseconds and the metrics' share of a request is as large as it can
  * be (on a real pool a child Prepare spends milliseconds in the kernel).
@@ -68,21 +68,26 @@ async function daemon(name: "on" | "off") {
 const on = await daemon("on");
 const off = await daemon("off");
 
+// Interleaved request by request (the order flips every round), so that a
+// busy host's drift falls on both modes alike.
 for (let r = 0; r < ROUNDS; r++) {
-  for (const d of r % 2 === 0 ? [off, on] : [on, off]) {
-    for (let i = 0; i < STATS; i++) {
+  const pair = r % 2 === 0 ? [off, on] : [on, off];
+  for (let i = 0; i < STATS; i++) {
+    for (const d of pair) {
       const s = performance.now();
       await d.client.stat({ key: `default/1/key-${i % 100}` });
       d.stat.push(performance.now() - s);
     }
-    for (let i = 0; i < PREPARES; i++) {
+  }
+  for (let i = 0; i < PREPARES; i++) {
+    for (const d of pair) {
       const s = performance.now();
       await d.client.prepare({ key: `default/2/child-${r}-${i}`, parent: "default/1/parent" });
       d.prepare.push(performance.now() - s);
     }
-    // Untimed: keep the store the same size round after round.
-    for (let i = 0; i < PREPARES; i++) await d.client.remove({ key: `default/2/child-${r}-${i}` });
   }
+  // Untimed: keep the stores the same size round after round.
+  for (const d of pair) for (let i = 0; i < PREPARES; i++) await d.client.remove({ key: `default/2/child-${r}-${i}` });
 }
 
 function pct(xs: number[], p: number): number {
@@ -130,7 +135,7 @@ rmSync(dir, { recursive: true, force: true });
 const head = ["op", "requests per mode", "metrics off p50 / p99", "metrics on p50 / p99", "p50 change"];
 const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
 const line = (r: string[]): string => `| ${r.map((c, i) => c.padEnd(w[i]!)).join(" | ")} |`;
-console.log(`${ROUNDS} rounds, off and on interleaved (fake pool, 1 client)`);
+console.log(`${ROUNDS} rounds, off and on interleaved request by request (fake pool, 1 client)`);
 console.log(line(head));
 console.log(`|${w.map((n) => "-".repeat(n + 2)).join("|")}|`);
 for (const r of rows) console.log(line(r));
