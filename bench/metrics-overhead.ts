@@ -39,12 +39,11 @@ async function daemon(name: "on" | "off") {
     metricsAddress: name === "on" ? "127.0.0.1:0" : "",
     log,
     limits: TEST_OPTIONS,
-    lowWaterMarkBlocks: null,
   });
   const store = Store.open(join(dir, `${name}.db`));
   const pool = obs.wrapPool(new FakePool());
   const sn = await ThinSnapshotter.open(TEST_OPTIONS, { store, pool, format: async () => {}, onSpaceRefusal: obs.onSpaceRefusal });
-  await obs.start({ pool, store, remover: sn.remover, reconcile: sn.lastReconcile });
+  await obs.start({ pool, store, remover: sn.remover, reconcile: sn.lastReconcile, lowWaterMarkBlocks: null });
   const server = await startServer({ socketPath: join(dir, `${name}.sock`), service: createSnapshotsService(sn), interceptors: obs.interceptors() });
   const client = snapshotsClient(server.address);
   for (let i = 0; i < 100; i++) await client.prepare({ key: `default/1/key-${i}`, parent: "" });

@@ -56,6 +56,8 @@ export async function configFromFlags(p: Parsed): Promise<Config> {
 export async function serve(p: Parsed): Promise<number> {
   const cfg = await configFromFlags(p);
   const log = createLogger(cfg.logLevel, cfg.logFormat);
+  // issue 14 (lead: metricsAddress from cfg.metricsAddress once the config has metrics_address)
+  const obs = await Observability.create({ metricsAddress: str(p, "metrics-address") ?? "", log, limits: cfg });
   requireRoot("thinsnap serve");
   lockRoot(cfg.rootPath, "thinsnap serve");
   const t0 = performance.now();
@@ -71,8 +73,6 @@ export async function serve(p: Parsed): Promise<number> {
     kernel_threads: cfg.kernelThreads,
   });
   const pool = poolFromConfig(dm, cfg, log);
-  // issue 14 (lead: metricsAddress from cfg.metricsAddress once the config has metrics_address)
-  const obs = await Observability.create({ metricsAddress: str(p, "metrics-address") ?? "", log, limits: cfg, lowWaterMarkBlocks: pool.table().lowWaterMark });
   const snPool = obs.wrapPool(pool); // issue 14
   for (const m of unmountStaleBaseMounts()) log.warn("unmounted a base mount left by a killed thinsnap", { mount: m });
   const store = Store.open(`${cfg.rootPath}/metadata.db`);
@@ -93,7 +93,7 @@ export async function serve(p: Parsed): Promise<number> {
     store.close();
     throw new CliError(`cannot open the snapshotter: ${(e as Error).message}`);
   }
-  await obs.start({ pool: snPool, store, remover: sn.remover, reconcile: sn.lastReconcile }); // issue 14
+  await obs.start({ pool: snPool, store, remover: sn.remover, reconcile: sn.lastReconcile, lowWaterMarkBlocks: pool.table().lowWaterMark }); // issue 14
   const socketGroup = cfg.socketGroup === null ? undefined : getgrnam(cfg.socketGroup);
   if (cfg.socketGroup !== null && socketGroup === undefined) {
     throw new CliError(`socket_group "${cfg.socketGroup}" does not exist`);

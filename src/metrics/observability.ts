@@ -3,10 +3,10 @@
  * metrics_address is set), the pool watcher and the space-refusal log (always:
  * they are log lines an operator acts on). serve calls, in order:
  *
- *   const obs = await Observability.create({ metricsAddress, log, limits, lowWaterMarkBlocks });
+ *   const obs = await Observability.create({ metricsAddress, log, limits });   (early: a bad address stops the start)
  *   deps: pool: obs.wrapPool(pool), kernel: obs.wrapKernel(kernel), onSpaceRefusal: obs.onSpaceRefusal
  *   rpc server interceptors: [...obs.interceptors(), ...others]   (outermost)
- *   await obs.start({ pool, store, remover: sn.remover, reconcile: sn.lastReconcile })
+ *   await obs.start({ pool, store, remover: sn.remover, reconcile: sn.lastReconcile, lowWaterMarkBlocks })
  *   on shutdown: await obs.close()
  *
  * With metrics off the request path is untouched: no wrapper, no interceptor;
@@ -32,8 +32,6 @@ export interface ObservabilityOptions {
   metricsAddress: string;
   log: Logger;
   limits: SpaceLimits;
-  /** The pool table's low_water_mark (data blocks); null: none known. */
-  lowWaterMarkBlocks: bigint | null;
   pollIntervalMs?: number;
 }
 
@@ -108,10 +106,12 @@ export class Observability {
     store: Store;
     remover: { pending(): number };
     reconcile: ReconcileReport | null;
+    /** The pool table's low_water_mark (data blocks); null: none known. */
+    lowWaterMarkBlocks: bigint | null;
   }): Promise<void> {
     this.watch = new PoolWatch(
       d.pool,
-      { lowWaterMarkBlocks: this.opts.lowWaterMarkBlocks, limits: this.opts.limits },
+      { lowWaterMarkBlocks: d.lowWaterMarkBlocks, limits: this.opts.limits },
       this.opts.log,
       this.opts.pollIntervalMs ?? POOL_WATCH_INTERVAL_MS,
     );

@@ -6,12 +6,15 @@
 import { chmod, lstat, mkdir, rm } from "node:fs/promises";
 import * as http from "node:http";
 import { dirname } from "node:path";
+import { SnapshotterError } from "../errors.ts";
 
 export type MetricsAddress = { kind: "tcp"; host: string; port: number } | { kind: "unix"; path: string };
 
-export class MetricsAddressError extends Error {
+/** A configuration error (the CLI prints its message alone, like a ConfigError). */
+export class MetricsAddressError extends SnapshotterError {
   constructor(address: string, why: string) {
     super(
+      "invalid_argument",
       `metrics_address "${address}": ${why} ` +
         `(give host:port such as 127.0.0.1:9323 or [::1]:9323, ":9323" for every interface, ` +
         `an absolute unix socket path, or "" for no metrics endpoint)`,

@@ -59,14 +59,14 @@ describe("Observability", () => {
     const log = createLogger("info", "json", (l) => lines.push(JSON.parse(l)));
     const fake = new FakePool();
     const limits = { minFreeSpace: 0n, minFreeSpacePercent: 10 };
-    const obs = await Observability.create({ metricsAddress, log, limits, lowWaterMarkBlocks: 1000n, pollIntervalMs: 20 });
+    const obs = await Observability.create({ metricsAddress, log, limits, pollIntervalMs: 20 });
     const pool = obs.wrapPool(fake);
     const store = Store.open(`${dir}/metadata.db`);
     const sn = await ThinSnapshotter.open(
       { ...TEST_OPTIONS, ...limits },
       { store, pool, format: async () => {}, kernel: obs.wrapKernel(undefined), onSpaceRefusal: obs.onSpaceRefusal, statusTtlMs: 0 },
     );
-    await obs.start({ pool, store, remover: sn.remover, reconcile: sn.lastReconcile });
+    await obs.start({ pool, store, remover: sn.remover, reconcile: sn.lastReconcile, lowWaterMarkBlocks: 1000n });
     const server: RunningServer = await startServer({
       socketPath: `${dir}/ts.sock`,
       service: createSnapshotsService(sn),
@@ -136,7 +136,7 @@ describe("Observability", () => {
   });
 
   test("a bad metrics_address stops the start with the accepted forms", async () => {
-    const err = await Observability.create({ metricsAddress: "9100", log: createLogger("error"), limits: { minFreeSpace: 0n, minFreeSpacePercent: null }, lowWaterMarkBlocks: null }).then(
+    const err = await Observability.create({ metricsAddress: "9100", log: createLogger("error"), limits: { minFreeSpace: 0n, minFreeSpacePercent: null } }).then(
       () => null,
       (e: unknown) => e,
     );
