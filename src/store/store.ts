@@ -414,17 +414,26 @@ export class Store {
     }));
   }
 
-  /** Snapshots by kind and devices by state (the metrics gauges, pool status): two indexed counts. */
-  counts(): { snapshots: Partial<Record<Kind, number>>; devices: Partial<Record<DeviceState, number>> } {
-    const snapshots: Partial<Record<Kind, number>> = {};
-    for (const r of this.db.query<{ k: Kind; n: number }, []>("SELECT kind AS k, COUNT(*) AS n FROM snapshots GROUP BY kind").all()) {
-      snapshots[r.k] = r.n;
-    }
-    const devices: Partial<Record<DeviceState, number>> = {};
-    for (const r of this.db.query<{ k: DeviceState; n: number }, []>("SELECT state AS k, COUNT(*) AS n FROM devices GROUP BY state").all()) {
-      devices[r.k] = r.n;
-    }
-    return { snapshots, devices };
+  /**
+   * Snapshots by kind and devices by state (the metrics gauges at each
+   * scrape, pool status): one pass over each table, no sort (a GROUP BY
+   * costs several times more at 10,000 rows).
+   */
+  counts(): { snapshots: Record<Kind, number>; devices: Record<DeviceState, number> } {
+    const sn = this.db
+      .query<Record<Kind, number | null>, []>(
+        `SELECT SUM(kind = 'active') AS active, SUM(kind = 'view') AS view, SUM(kind = 'committed') AS committed FROM snapshots`,
+      )
+      .get();
+    const dv = this.db
+      .query<Record<DeviceState, number | null>, []>(
+        `SELECT SUM(state = 'creating') AS creating, SUM(state = 'ready') AS ready, SUM(state = 'deleting') AS deleting FROM devices`,
+      )
+      .get();
+    return {
+      snapshots: { active: sn?.active ?? 0, view: sn?.view ?? 0, committed: sn?.committed ?? 0 },
+      devices: { creating: dv?.creating ?? 0, ready: dv?.ready ?? 0, deleting: dv?.deleting ?? 0 },
+    };
   }
 }
 
