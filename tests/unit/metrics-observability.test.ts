@@ -135,6 +135,25 @@ describe("Observability", () => {
     expect(lines.filter((l) => String(l.msg).startsWith("refusing new snapshots"))).toHaveLength(1);
   });
 
+  test("start-up repairs are counted by kind", async () => {
+    const log = createLogger("error");
+    const obs = await Observability.create({ metricsAddress: "127.0.0.1:0", log, limits: { minFreeSpace: 0n, minFreeSpacePercent: null } });
+    const store = Store.open(":memory:");
+    // an interrupted Prepare: its intent row, no device in the pool
+    store.insertDevice({ thinId: 77, dmName: "fakepool-snap-77", role: "snapshot", state: "creating", originId: null, sizeBytes: 1n << 20n, fsType: "ext4", active: true, discard: false });
+    const pool = obs.wrapPool(new FakePool());
+    const sn = await ThinSnapshotter.open(TEST_OPTIONS, { store, pool, format: async () => {} });
+    expect(sn.lastReconcile?.rolledBack).toBe(1);
+    await obs.start({ pool, store, remover: sn.remover, reconcile: sn.lastReconcile, lowWaterMarkBlocks: null });
+    cleanups.push(async () => {
+      await obs.close();
+      await sn.close();
+    });
+    const t = await obs.metrics!.scrape();
+    expect(value(t, 'thinsnap_reconcile_repairs_total{kind="rolled_back"}')).toBe(1);
+    expect(t).not.toContain('thinsnap_reconcile_repairs_total{kind="busy"}');
+  });
+
   test("a bad metrics_address stops the start with the accepted forms", async () => {
     const err = await Observability.create({ metricsAddress: "9100", log: createLogger("error"), limits: { minFreeSpace: 0n, minFreeSpacePercent: null } }).then(
       () => null,
