@@ -5,6 +5,7 @@ import { BUILD_DATE, REVISION, VERSION } from "../version.ts";
 import { parseArgs, UsageError, type FlagSpec } from "./args.ts";
 import { check, CHECK_FLAGS, CHECK_HELP } from "./check.ts";
 import { CONFIG_COMMAND_FLAGS, CONFIG_HELP, configCommand } from "./config.ts";
+import { ls, LS_FLAGS, LS_HELP } from "./ls.ts"; // issue 14
 import { POOL_FLAGS, POOL_HELP, poolCommand } from "./pool.ts";
 import { CliError } from "./runtime.ts";
 import { serve, SERVE_FLAGS, SERVE_HELP } from "./serve.ts";
@@ -16,6 +17,7 @@ Usage:
   thinsnap pool create|status|destroy --name NAME [...]
   thinsnap check [--repair]
   thinsnap config example|keys
+  thinsnap ls [--kind KIND] [--prefix KEY-PREFIX] [--json]
   thinsnap --version
 
 Run "thinsnap COMMAND --help" for a command's flags.
@@ -33,6 +35,7 @@ const COMMANDS: Record<string, Command> = {
   pool: { flags: POOL_FLAGS, help: POOL_HELP, run: poolCommand, sub: true },
   check: { flags: CHECK_FLAGS, help: CHECK_HELP, run: (_s, p) => check(p) },
   config: { flags: CONFIG_COMMAND_FLAGS, help: CONFIG_HELP, run: configCommand, sub: true },
+  ls: { flags: LS_FLAGS, help: LS_HELP, run: (_s, p) => ls(p) }, // issue 14
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -13,6 +13,7 @@ import { BUILD_DATE, REVISION, VERSION } from "../version.ts";
 import { CliError, lockRoot, openDeviceMapper, poolFromConfig, requireRoot } from "./runtime.ts";
 import { flagHelp, type FlagSpec, type Parsed } from "./args.ts";
 import { CONFIG_FLAGS, configFromFlags } from "./config-flags.ts";
+import { Observability } from "../metrics/observability.ts";
 
 export const SERVE_FLAGS: Record<string, FlagSpec> = {
   ...CONFIG_FLAGS,
@@ -34,6 +35,7 @@ ${flagHelp(SERVE_FLAGS)}
 export async function serve(p: Parsed): Promise<number> {
   const cfg = await configFromFlags(p);
   const log = createLogger(cfg.logLevel, cfg.logFormat);
+  const obs = await Observability.create({ metricsAddress: cfg.metricsAddress, log, limits: cfg });
   requireRoot("thinsnap serve");
   lockRoot(cfg.rootPath, "thinsnap serve");
   const t0 = performance.now();
@@ -49,17 +51,27 @@ export async function serve(p: Parsed): Promise<number> {
     kernel_threads: cfg.kernelThreads,
   });
   const pool = poolFromConfig(dm, cfg, log);
+  const snPool = obs.wrapPool(pool);
   for (const m of unmountStaleBaseMounts()) log.warn("unmounted a base mount left by a killed thinsnap", { mount: m });
   const store = Store.open(`${cfg.rootPath}/metadata.db`);
   const kernel = await startKernelWorkers(cfg, log);
   let sn: ThinSnapshotter;
   try {
-    sn = await ThinSnapshotter.open(cfg, { store, pool, format: formatDevice, log, listDevices: () => dm.list(), kernel });
+    sn = await ThinSnapshotter.open(cfg, {
+      store,
+      pool: snPool,
+      format: formatDevice,
+      log,
+      listDevices: () => dm.list(),
+      kernel: obs.wrapKernel(kernel),
+      onSpaceRefusal: obs.onSpaceRefusal,
+    });
   } catch (e) {
     kernel?.close();
     store.close();
     throw new CliError(`cannot open the snapshotter: ${(e as Error).message}`);
   }
+  await obs.start({ pool: snPool, store, remover: sn.remover, reconcile: sn.lastReconcile, lowWaterMarkBlocks: pool.table().lowWaterMark });
   const socketGroup = cfg.socketGroup === null ? undefined : getgrnam(cfg.socketGroup);
   if (cfg.socketGroup !== null && socketGroup === undefined) {
     throw new CliError(`socket_group "${cfg.socketGroup}" does not exist`);
@@ -70,6 +82,7 @@ export async function serve(p: Parsed): Promise<number> {
     socketGroup,
     service: createSnapshotsService(sn, log),
     log,
+    interceptors: obs.interceptors(),
   });
   const st = pool.status();
   if (!st.errorIfNoSpace) {
@@ -90,6 +103,7 @@ export async function serve(p: Parsed): Promise<number> {
   return waitForSignal(log, async () => {
     sdNotify("STOPPING=1");
     await server.close(10_000);
+    await obs.close();
     await sn.close();
     kernel?.close();
   });

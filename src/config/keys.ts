@@ -12,6 +12,7 @@ import type { Kind } from "./kinds.ts";
 import { FS_TYPES, LOG_FORMATS, LOG_LEVELS, type MainValues, type PoolConfig } from "./types.ts";
 import { DM_NAME_MAX, LONGEST_DEVICE_SUFFIX, MAX_POOL_NAME_BYTES, utf8Length } from "../pool/device-names.ts";
 import * as geo from "../pool/geometry.ts";
+import { MetricsAddressError, parseMetricsAddress } from "../metrics/address.ts";
 
 /** Values of every key, top-level and [pool] (their field names do not collide). */
 export type AllValues = MainValues & PoolConfig;
@@ -257,6 +258,29 @@ dm.min_free_space.`,
     default: "text",
     summary: orList(LOG_FORMATS, code),
     doc: `${orList(LOG_FORMATS)}.`,
+  },
+  {
+    table: "",
+    key: "metrics_address",
+    field: "metricsAddress",
+    kind: kind.string,
+    flag: "metrics-address",
+    default: "",
+    summary:
+      "Prometheus metrics at `GET /metrics` on `host:port` (`127.0.0.1:9323`, `[::1]:9323`, `:9323` = every interface) " +
+      'or an absolute unix socket path (mode 0600); `""` = off',
+    doc: `Prometheus metrics at GET /metrics: host:port (127.0.0.1:9323, [::1]:9323,
+":9323" for every interface) or an absolute unix socket path (mode 0600).
+Empty (the default) serves none, since it opens a port. A scrape never waits
+on the kernel: pool figures come from a status read every 2 s.`,
+    check: (v) => {
+      try {
+        parseMetricsAddress(v);
+        return null;
+      } catch (e) {
+        return e instanceof MetricsAddressError ? e.why : String(e);
+      }
+    },
   },
   {
     table: "",

@@ -9,7 +9,7 @@ import * as fs from "node:fs/promises";
 import * as http2 from "node:http2";
 import * as net from "node:net";
 import * as path from "node:path";
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { Snapshots } from "./gen/containerd/services/snapshots/v1/snapshots_pb.ts";
 import { errorText, type RpcLogger } from "./service.ts";
@@ -24,6 +24,8 @@ export interface ServerOptions {
   /** Per-message limit in both directions; gRPC's usual default is 4 MiB. */
   maxMessageBytes?: number;
   log?: RpcLogger;
+  /** Outermost first (issue 14: the metrics interceptor). */
+  interceptors?: Interceptor[];
 }
 
 export interface RunningServer {
@@ -65,6 +67,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     readMaxBytes: maxBytes,
     writeMaxBytes: maxBytes,
     shutdownSignal: shutdown.signal,
+    interceptors: opts.interceptors ?? [], // issue 14
   });
 
   const server = http2.createServer((req, res) => {

@@ -33,6 +33,8 @@ import { applyLabelUpdate, FSTYPE_LABEL, validateLabels, withoutEmpty } from "./
 import { inlineKernelCalls, type Formatter, type KernelCalls, type MappingInfo, type PoolApi, type PoolStatus } from "./pool-api.ts";
 import { KeyedLock } from "../keyed-lock.ts";
 import { killPoint } from "./kill-points.ts";
+import { enospcResource, spaceNumbers, spaceRefusal, type SpaceRefusal, type SpaceResource } from "./space.ts"; // issue 14
+import { BASE_MAPPED_META, exclusiveBytes } from "./usage.ts"; // issue 14
 import { reconcile, type ReconcileReport } from "./reconcile.ts";
 import { Remover } from "./remover.ts";
 import type { Info, Kind, Labels, Mount, SnapshotOpts, Snapshotter, Usage } from "./types.ts";
@@ -62,12 +64,11 @@ export interface SnapshotterDeps {
   statusTtlMs?: number;
   /** Where the sleeping kernel calls run (default: inline on `pool`). */
   kernel?: KernelCalls;
+  /** Told of every refusal for space (issue 14: metrics and the rate-limited warning). */
+  onSpaceRefusal?: (resource: SpaceResource, message: string) => void;
 }
 
 const STATUS_TTL_MS = 500;
-
-/** Metadata blocks (4 KiB) we never let the pool go below: a full metadata device turns the pool read-only. */
-const MIN_FREE_METADATA_BLOCKS = 64n;
 
 export class ThinSnapshotter implements Snapshotter {
   readonly remover: Remover;
@@ -143,7 +144,7 @@ export class ThinSnapshotter implements Snapshotter {
     // own blocks are not the snapshot's usage.
     const parentMapped =
       row.parentId === null
-        ? BigInt(this.store.getMeta("base_mapped_bytes") ?? "0")
+        ? BigInt(this.store.getMeta(BASE_MAPPED_META) ?? "0")
         : (this.store.getSnapshotById(row.parentId)?.mappedBytes ?? 0n);
     let mapped: bigint;
     if (row.kind === "committed") {
@@ -152,8 +153,7 @@ export class ThinSnapshotter implements Snapshotter {
       const dev = this.store.getDevice(row.thinId);
       mapped = dev ? this.kernel(`usage of "${key}"`, () => this.pool.mappedBytes(dev.dmName)) : 0n;
     }
-    const size = mapped - parentMapped;
-    return { size: size > 0n ? size : 0n, inodes: 0n };
+    return { size: exclusiveBytes(mapped, parentMapped), inodes: 0n }; // issue 14
   }
 
   /**
@@ -472,7 +472,8 @@ export class ThinSnapshotter implements Snapshotter {
     const again = this.spaceRefusal(this.cachedStatus(op));
     if (again !== null) {
       this.statusCache = null;
-      throw resourceExhausted(`${op}: ${again}`);
+      this.deps.onSpaceRefusal?.(again.resource, `${op}: ${again.message}`); // issue 14
+      throw resourceExhausted(`${op}: ${again.message}`);
     }
   }
 
@@ -488,35 +489,16 @@ export class ThinSnapshotter implements Snapshotter {
     const st = this.cachedStatus(op);
     if (st.mode !== "out_of_data_space") return;
     this.statusCache = null;
-    throw resourceExhausted(
-      `${op}: pool ${this.pool.name} is out of data space (${this.spaceNumbers(st, this.pool.blockSize())}): ` +
-        `writes to it cannot complete; remove snapshots or grow the pool's data device`,
-    );
+    const message =
+      `${op}: pool ${this.pool.name} is out of data space (${spaceNumbers(st, this.pool.blockSize())}): ` +
+      `writes to it cannot complete; remove snapshots or grow the pool's data device`;
+    this.deps.onSpaceRefusal?.("data", message);
+    throw resourceExhausted(message);
   }
 
-  private spaceRefusal(st: PoolStatus): string | null {
-    const bs = this.pool.blockSize();
-    const freeData = (st.totalDataBlocks - st.usedDataBlocks) * bs;
-    const freeMeta = st.totalMetadataBlocks - st.usedMetadataBlocks;
-    const numbers = this.spaceNumbers(st, bs);
-    if (st.mode !== "rw") return `pool ${this.pool.name} is ${st.mode} (${numbers})`;
-    let reserve = this.opts.minFreeSpace;
-    if (this.opts.minFreeSpacePercent !== null) {
-      const pct = (st.totalDataBlocks * bs * BigInt(Math.round(this.opts.minFreeSpacePercent * 100))) / 10000n;
-      if (pct > reserve) reserve = pct;
-    }
-    if (freeData <= reserve || freeData === 0n) {
-      return `pool ${this.pool.name} has too little free data space (${numbers}; reserve ${reserve} bytes)`;
-    }
-    if (freeMeta < MIN_FREE_METADATA_BLOCKS) return `pool ${this.pool.name} metadata is nearly full (${numbers})`;
-    return null;
-  }
-
-  private spaceNumbers(st: PoolStatus, bs: bigint): string {
-    return (
-      `data ${st.usedDataBlocks}/${st.totalDataBlocks} blocks of ${bs} bytes used, ` +
-      `metadata ${st.usedMetadataBlocks}/${st.totalMetadataBlocks} blocks used`
-    );
+  // issue 14: the rule lives in space.ts, shared with the pool watcher.
+  private spaceRefusal(st: PoolStatus): SpaceRefusal | null {
+    return spaceRefusal(this.pool.name, st, this.pool.blockSize(), this.opts);
   }
 
   /** Maps kernel failures to the codes containerd understands. */
@@ -534,8 +516,10 @@ export class ThinSnapshotter implements Snapshotter {
         // the pool may be unreadable; the errno says enough
       }
       if (!io || st?.mode === "out_of_data_space") {
-        const numbers = st ? `: ${this.spaceNumbers(st, this.pool.blockSize())}` : "";
-        return resourceExhausted(`${op}: pool ${this.pool.name} is out of space${numbers}`);
+        const numbers = st ? `: ${spaceNumbers(st, this.pool.blockSize())}` : "";
+        const message = `${op}: pool ${this.pool.name} is out of space${numbers}`;
+        this.deps.onSpaceRefusal?.(enospcResource(st), message); // issue 14
+        return resourceExhausted(message);
       }
     }
     if (isErrno(e, Errno.EOPNOTSUPP) || isErrno(e, Errno.EIO)) {
@@ -621,7 +605,7 @@ export class ThinSnapshotter implements Snapshotter {
       this.store.setDeviceState(dev.thinId, "ready");
       this.store.setDeviceActive(dev.thinId, false);
       this.store.setMeta("base_config", want);
-      this.store.setMeta("base_mapped_bytes", String(baseMapped));
+      this.store.setMeta(BASE_MAPPED_META, String(baseMapped));
     });
     this.base = { ...dev, state: "ready", active: false };
     this.log.info("base device ready", {

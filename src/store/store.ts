@@ -409,4 +409,70 @@ export class Store {
   countSnapshots(): number {
     return this.db.query<{ n: number }, []>("SELECT COUNT(*) AS n FROM snapshots").get()?.n ?? 0;
   }
+
+  // ------------------------------------------------ issue 14: `thinsnap ls`
+
+  /**
+   * Every snapshot with its device and its parent's mapped bytes, in id
+   * order, for `thinsnap ls`; `kind` and a name prefix narrow it. Read-only.
+   */
+  inventory(filter: { kind?: Kind; prefix?: string } = {}): InventoryRow[] {
+    const kind = filter.kind ?? null;
+    const prefix = filter.prefix ?? null;
+    const rows = this.db
+      .query<RawSnapshot & RawInventory, [string | null, string | null, string | null, string | null, string | null]>(
+        `SELECT ${SNAPSHOT_COLUMNS}, p.mapped_bytes AS parent_mapped_bytes,
+                d.dm_name, d.size_bytes, d.state AS device_state
+         FROM ${SNAPSHOT_FROM} LEFT JOIN devices d ON d.thin_id = s.thin_id
+         WHERE (? IS NULL OR s.kind = ?) AND (? IS NULL OR substr(s.name, 1, length(?)) = ?)
+         ORDER BY s.id`,
+      )
+      .all(kind, kind, prefix, prefix, prefix);
+    return rows.map((r) => ({
+      ...toSnapshot(r),
+      parentMappedBytes: r.parent_mapped_bytes === null ? null : BigInt(r.parent_mapped_bytes),
+      dmName: r.dm_name,
+      sizeBytes: r.size_bytes === null ? null : BigInt(r.size_bytes),
+      deviceState: r.device_state,
+    }));
+  }
+
+  /**
+   * Snapshots by kind and devices by state (the metrics gauges at each
+   * scrape, pool status): one pass over each table, no sort (a GROUP BY
+   * costs several times more at 10,000 rows).
+   */
+  counts(): { snapshots: Record<Kind, number>; devices: Record<DeviceState, number> } {
+    const sn = this.db
+      .query<Record<Kind, number | null>, []>(
+        `SELECT SUM(kind = 'active') AS active, SUM(kind = 'view') AS view, SUM(kind = 'committed') AS committed FROM snapshots`,
+      )
+      .get();
+    const dv = this.db
+      .query<Record<DeviceState, number | null>, []>(
+        `SELECT SUM(state = 'creating') AS creating, SUM(state = 'ready') AS ready, SUM(state = 'deleting') AS deleting FROM devices`,
+      )
+      .get();
+    return {
+      snapshots: { active: sn?.active ?? 0, view: sn?.view ?? 0, committed: sn?.committed ?? 0 },
+      devices: { creating: dv?.creating ?? 0, ready: dv?.ready ?? 0, deleting: dv?.deleting ?? 0 },
+    };
+  }
+}
+
+/** A snapshot as `thinsnap ls` shows it (Store.inventory). */
+export interface InventoryRow extends SnapshotRow {
+  /** The parent's mapped bytes at its Commit; null when parentless. */
+  parentMappedBytes: bigint | null;
+  /** null: no device record (a store inconsistency `thinsnap check` reports). */
+  dmName: string | null;
+  sizeBytes: bigint | null;
+  deviceState: DeviceState | null;
+}
+
+interface RawInventory {
+  parent_mapped_bytes: number | bigint | null;
+  dm_name: string | null;
+  size_bytes: number | bigint | null;
+  device_state: DeviceState | null;
 }

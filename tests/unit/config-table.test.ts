@@ -84,7 +84,7 @@ describe("flags of serve and check", () => {
     throw new Error("expected a ConfigError");
   };
   test("a flag for each key that names one, help and default from the table", () => {
-    expect(Object.keys(CONFIG_FLAGS)).toEqual(["config", "pool-name", "root", "address", "log-level", "log-format"]);
+    expect(Object.keys(CONFIG_FLAGS)).toEqual(["config", "pool-name", "root", "address", "log-level", "log-format", "metrics-address"]);
     expect(CONFIG_FLAGS["root"]).toEqual({ help: "metadata database directory (sets root_path)", default: DEFAULTS.rootPath });
     expect(CONFIG_FLAGS["log-level"]?.help).toBe("trace, debug, info, warn or error (sets log_level)");
     expect(CONFIG_FLAGS["pool-name"]?.default).toBeUndefined();

@@ -150,6 +150,7 @@ describe("defaults", () => {
       logLevel: "info",
       logFormat: "text",
       kernelThreads: 0,
+      metricsAddress: "",
       pool: null,
     });
     expect(Object.isFrozen(DEFAULTS)).toBe(true);
@@ -220,6 +221,7 @@ low_water_mark = 1000
       logLevel: "debug",
       logFormat: "json",
       kernelThreads: 8,
+      metricsAddress: "",
       pool: {
         dataFile: "/srv/pool/data.img",
         metaFile: "/srv/pool/meta.img",
@@ -777,6 +779,7 @@ describe("packaging/config.example.toml", () => {
       "min_free_space",
       "log_level",
       "log_format",
+      "metrics_address",
       "kernel_threads",
       "data_file",
       "meta_file",
