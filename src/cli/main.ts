@@ -4,6 +4,7 @@ import { SnapshotterError } from "../errors.ts";
 import { BUILD_DATE, REVISION, VERSION } from "../version.ts";
 import { parseArgs, UsageError, type FlagSpec } from "./args.ts";
 import { check, CHECK_FLAGS, CHECK_HELP } from "./check.ts";
+import { INSTALL_FLAGS, INSTALL_HELP, installCommand, UNINSTALL_FLAGS, UNINSTALL_HELP, uninstallCommand } from "./install.ts";
 import { POOL_FLAGS, POOL_HELP, poolCommand } from "./pool.ts";
 import { CliError } from "./runtime.ts";
 import { serve, SERVE_FLAGS, SERVE_HELP } from "./serve.ts";
@@ -14,6 +15,7 @@ Usage:
   thinsnap serve [--config FILE] [--address SOCK] [--root DIR] [--log-level L] [--log-format text|json]
   thinsnap pool create|status|destroy --name NAME [...]
   thinsnap check [--repair]
+  thinsnap install|uninstall [--host-root DIR] [--dry-run] [...]
   thinsnap --version
 
 Run "thinsnap COMMAND --help" for a command's flags.
@@ -30,6 +32,8 @@ const COMMANDS: Record<string, Command> = {
   serve: { flags: SERVE_FLAGS, help: SERVE_HELP, run: (_s, p) => serve(p) },
   pool: { flags: POOL_FLAGS, help: POOL_HELP, run: poolCommand, sub: true },
   check: { flags: CHECK_FLAGS, help: CHECK_HELP, run: (_s, p) => check(p) },
+  install: { flags: INSTALL_FLAGS, help: INSTALL_HELP, run: async (_s, p) => installCommand(p) },
+  uninstall: { flags: UNINSTALL_FLAGS, help: UNINSTALL_HELP, run: async (_s, p) => uninstallCommand(p) },
 };
 
 export async function main(argv: string[]): Promise<number> {
