@@ -285,16 +285,15 @@ export function install(o: InstallOptions): void {
 
 export function uninstall(o: CommonOptions): void {
   const s = new Steps(o);
-  // containerd first: once it no longer uses thinsnap, thinsnap can go.
   const cfgPath = s.host(o.containerdConfig);
   const before = read(cfgPath);
   const what = `containerd config ${o.containerdConfig}`;
   const back = before === null ? null : revertEdit(before);
-  if (back === null || back.changed === 0) s.step(what, "has no lines of thinsnap install");
+  const restore = back !== null && back.changed > 0;
+  if (!restore) s.step(what, "has no lines of thinsnap install");
   else if (o.dryRun) {
     s.step(what, back.created && back.text === "" ? "would delete (thinsnap install created it)" : "would restore:");
     s.diff(o.containerdConfig, before!, back.text);
-    s.systemctl("restart", "containerd.service");
   } else {
     s.write(o.containerdConfig + UNINSTALL_BACKUP_SUFFIX, before!, 0o600);
     if (back.created && back.text === "") {
@@ -302,9 +301,8 @@ export function uninstall(o: CommonOptions): void {
       s.step(what, "deleted (thinsnap install created it)");
     } else {
       s.write(o.containerdConfig, back.text, 0o644);
-      s.step(what, `restored (${back.changed} line(s) of thinsnap install taken out)`);
+      s.step(what, `restored (${back.changed} line(s) of thinsnap install taken out; backup: ${o.containerdConfig}${UNINSTALL_BACKUP_SUFFIX})`);
     }
-    s.systemctl("restart", "containerd.service");
   }
 
   const unitPath = s.host(UNIT_PATH);
@@ -326,11 +324,13 @@ export function uninstall(o: CommonOptions): void {
     s.step(`binary ${BINARY_PATH}`, "removed");
   }
 
-  const dir = s.host(snapshotterDir(containerdRoot(back?.text ?? "", o.containerdConfig)));
-  if (existsSync(dir) && readdirSync(dir).length === 0) {
-    if (!o.dryRun) rmdirSync(dir);
-    s.step(`directory ${snapshotterDir(containerdRoot(back?.text ?? ""))}`, o.dryRun ? "would remove (empty)" : "removed (empty)");
+  const dir = snapshotterDir(containerdRoot(back?.text ?? "", o.containerdConfig));
+  if (existsSync(s.host(dir)) && readdirSync(s.host(dir)).length === 0) {
+    if (!o.dryRun) rmdirSync(s.host(dir));
+    s.step(`directory ${dir}`, o.dryRun ? "would remove (empty)" : "removed (empty)");
   }
+  // Last: from the DaemonSet's preStop hook, containerd's restart may cut the hook's exec session.
+  if (restore) s.systemctl("restart", "containerd.service");
   s.step("kept", `${DEFAULT_CONFIG_PATH} and the pool and snapshots under root_path (${DEFAULTS.rootPath} by default); ` +
     "`thinsnap pool destroy --name NAME --delete-files` frees a file-backed pool");
 }
