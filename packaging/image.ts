@@ -97,7 +97,7 @@ export function buildInstallerImage(o: InstallerImageOptions): InstallerImage {
         created,
         architecture: goArch(),
         os: "linux",
-        config: { Env: ["PATH=/usr/bin:/bin"], Entrypoint: [IMAGE_BINARY], Cmd: ["--help"], WorkingDir: "/" },
+        config: { Env: ["PATH=/usr/bin:/bin"], Cmd: [IMAGE_BINARY, "--help"], WorkingDir: "/" },
         rootfs: { type: "layers", diff_ids: diffIds },
         history: ["busybox", "C libraries of thinsnap", "thinsnap"].map((w) => ({ created, created_by: `packaging/image.ts: ${w}` })),
       }),

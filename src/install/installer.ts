@@ -56,6 +56,7 @@ export function hostRunner(hostRoot: string): Runner {
     const [cmd, args] = hostRoot === "/" ? [argv[0]!, argv.slice(1)] : ["chroot", [hostRoot, ...argv]];
     const r = spawnSync(cmd, args, { encoding: "utf8", timeout: 300_000 });
     if (r.error && (r.error as NodeJS.ErrnoException).code === "ENOENT") {
+      if (cmd === "chroot") throw new InstallError("chroot is not on PATH: --host-root needs it to run the host's systemctl");
       return { code: NOT_FOUND, stdout: "", stderr: `${cmd}: not found` };
     }
     return { code: r.status ?? 1, stdout: r.stdout ?? "", stderr: r.stderr ?? (r.error ? String(r.error) : "") };

@@ -65,8 +65,8 @@ function validate(path: string, name: string): Map<string, Member>[] {
   const m = index.manifests[0]!;
   expect(m.annotations?.["io.containerd.image.name"]).toBe(name);
   const manifest = JSON.parse(blob(m).toString()) as { config: Desc; layers: Desc[] };
-  const config = JSON.parse(blob(manifest.config).toString()) as { rootfs: { diff_ids: string[] }; config: { Entrypoint: string[] } };
-  expect(config.config.Entrypoint).toEqual([IMAGE_BINARY]);
+  const config = JSON.parse(blob(manifest.config).toString()) as { rootfs: { diff_ids: string[] }; config: { Cmd: string[] } };
+  expect(config.config.Cmd).toEqual([IMAGE_BINARY, "--help"]);
   return manifest.layers.map((l, i) => {
     const data = l.mediaType === MEDIA.layerGzip ? Buffer.from(Bun.gunzipSync(new Uint8Array(blob(l)))) : blob(l);
     expect(sha(data)).toBe(config.rootfs.diff_ids[i]!);
@@ -91,7 +91,7 @@ describe("the installer image", () => {
     // Deterministic: the same inputs, the same image.
     const again = buildInstallerImage({ binary, out: join(dir, "again.tar"), libs: ["/bin/busybox"], gzip: true });
     expect(again.manifest.digest).toBe(img.manifest.digest);
-  });
+  }, 30_000);
 
   const dist = join(import.meta.dir, "../../dist/thinsnap");
   test.skipIf(!existsSync(dist))("from dist/thinsnap: what `npm run image` builds", () => {
@@ -103,6 +103,6 @@ describe("the installer image", () => {
     for (const l of libs) expect(lib!.has(l.slice(1))).toBe(true);
     expect(bin!.get(IMAGE_BINARY.slice(1))!.data.length).toBe(readFileSync(dist).length);
     rmSync(img.path);
-  });
+  }, 60_000);
   if (!existsSync(dist)) console.warn("install-image.test.ts: dist/thinsnap missing, the real image is not built (npm run build)");
 });
