@@ -10,6 +10,7 @@ import { Store } from "../store/store.ts";
 import { flagHelp, type FlagSpec, type Parsed, str, UsageError } from "./args.ts";
 import { CliError, devPath, ensureFilePool, isBlank, openDeviceMapper, openPool, requireRoot } from "./runtime.ts";
 import { createLogger } from "../log.ts";
+import { containerdSnippet, defaultPlanOptions, detectContainerd } from "../install/snippets.ts";
 
 export const POOL_FLAGS: Record<string, FlagSpec> = {
   name: { help: "thin-pool device name (pool_name)" },
@@ -150,11 +151,7 @@ root_path = "/var/lib/thinsnap"
 base_image_size = "10GB"
 fs_type = "ext4"${extra}
 
-# containerd config.toml
-[proxy_plugins.thinsnap]
-  type = "snapshot"
-  address = "/run/thinsnap/thinsnap.sock"
-`;
+${containerdSnippet(defaultPlanOptions(detectContainerd()))}`;
 }
 
 /** The JSON of `thinsnap pool status --json`. */
