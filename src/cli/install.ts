@@ -80,7 +80,7 @@ function parseVersionFlag(v: string): ContainerdVersion {
 
 function thisBinary(): string {
   // Under `bun src/cli/main.ts` the executable is bun itself, not thinsnap.
-  if (/^bun(-debug)?$/.test(basename(process.execPath))) {
+  if (/^bun(-debug)?(\.exe)?$/.test(basename(process.execPath))) {
     throw new UsageError("not running as the thinsnap executable: pass --binary dist/thinsnap");
   }
   return process.execPath;
