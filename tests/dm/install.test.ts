@@ -236,10 +236,9 @@ describe.skipIf(SKIP !== null)("thinsnap install --host-root", () => {
     const img = buildInstallerImage({ binary: DIST, out: join(DIR, "image.tar"), name: "docker.io/thinsnap/installer-test:1" });
     expect(await ctrOk("images", "import", "--snapshotter", "thinsnap", img.path)).toContain("docker.io/thinsnap/installer-test:1");
     rmSync(img.path);
-    const version = await ctrOk("run", "--rm", "--snapshotter", "thinsnap", img.name, "installer-run", IMAGE_BINARY, "--version");
-    expect(version).toMatch(/^thinsnap \d+\.\d+\.\d+ \(revision /);
-    const chroot = await ctrOk("run", "--rm", "--snapshotter", "thinsnap", img.name, "installer-run", "/bin/sh", "-c", "chroot / /bin/echo chroot-ok");
-    expect(chroot.trim()).toBe("chroot-ok");
+    // One container: the binary runs on the image's C libraries, and busybox's chroot (the installer's way to the host) works.
+    const outp = await ctrOk("run", "--rm", "--snapshotter", "thinsnap", img.name, "installer-run", "/bin/sh", "-c", `${IMAGE_BINARY} --version && chroot / /bin/echo chroot-ok`);
+    expect(outp).toMatch(/^thinsnap \d+\.\d+\.\d+ \(revision .*\)\nchroot-ok\n$/);
     await ctrOk("images", "rm", "--sync", img.name);
   }), 600_000);
 
