@@ -14,6 +14,7 @@
  */
 import { parse, TomlError } from "smol-toml";
 import type { TomlTable, TomlValue } from "smol-toml";
+import { DEFAULT_CONFIG_PATH } from "../config/config.ts";
 import { hasPrefix, joinLines, layout, samePath, splitLines, tomlKey, TomlLayoutError } from "./toml-lines.ts";
 
 /** containerd config.toml `version`: 1 (short plugin names), 2 (containerd 1.x), 3 (containerd 2.x). */
@@ -134,7 +135,7 @@ export function planFor(version: ConfigVersion, o: PlanOptions): Plan {
   const proxy = ["proxy_plugins", name];
   const settings: Setting[] = [
     { table: proxy, key: "type", value: "snapshot", why: "a proxy snapshotter: containerd's Snapshots API on a unix socket" },
-    { table: proxy, key: "address", value: o.address, why: "thinsnap's socket (address in /etc/thinsnap/config.toml)" },
+    { table: proxy, key: "address", value: o.address, why: `thinsnap's socket (address in ${DEFAULT_CONFIG_PATH})` },
   ];
   const entries: ArrayEntry[] = [];
   if (version >= 2) {
@@ -445,12 +446,18 @@ export function unconfiguredHandlers(text: string, version: ConfigVersion, handl
   const base = version === 3 ? [...CRI_RUNTIME_V3, "containerd", "runtimes"] : [...(version === 2 ? CRI_V2 : CRI_V1), "containerd", "runtimes"];
   return handlers.filter((h) => {
     const t = lookup(doc, [...base, h]);
-    return t === undefined || typeof t !== "object" || Object.keys(t).some((k) => k !== "snapshotter") === false;
+    return t === undefined || typeof t !== "object" || !Object.keys(t).some((k) => k !== "snapshotter");
   });
 }
+
+/** <containerd root>/io.containerd.snapshotter.v1.thinsnap: what CRI 1.6 (and 1.7 before 1.7.16) reports to kubelet. */
+export const snapshotterDir = (root: string): string => `${root.replace(/\/+$/, "")}/io.containerd.snapshotter.v1.${SNAPSHOTTER_NAME}`;
+
+/** The default of containerd's `root`. */
+export const CONTAINERD_DEFAULT_ROOT = "/var/lib/containerd";
 
 /** containerd's `root` (where 1.6 and 1.7 before 1.7.16 report a snapshotter's image filesystem). */
 export function containerdRoot(text: string, file = "config.toml"): string {
   const r = parseToml(text, file).root;
-  return typeof r === "string" && r !== "" ? r : "/var/lib/containerd";
+  return typeof r === "string" && r !== "" ? r : CONTAINERD_DEFAULT_ROOT;
 }

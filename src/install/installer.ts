@@ -33,7 +33,7 @@ import {
   parseContainerdVersion,
   planFor,
   revertEdit,
-  SNAPSHOTTER_NAME,
+  snapshotterDir,
   unconfiguredHandlers,
 } from "./containerd-config.ts";
 import { unifiedDiff } from "./diff.ts";
@@ -103,8 +103,6 @@ export const BACKUP_SUFFIX = ".before-thinsnap";
 export const UNINSTALL_BACKUP_SUFFIX = ".with-thinsnap";
 const UNIT = "thinsnap.service";
 
-/** <containerd root>/io.containerd.snapshotter.v1.thinsnap: what CRI 1.6 (and 1.7 before 1.7.16) reports to kubelet. */
-export const snapshotterDir = (root: string): string => `${root.replace(/\/+$/, "")}/io.containerd.snapshotter.v1.${SNAPSHOTTER_NAME}`;
 
 class Steps {
   private n = 0;

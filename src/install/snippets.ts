@@ -7,12 +7,14 @@
 import { spawnSync } from "node:child_process";
 import { DEFAULT_CONFIG_PATH, DEFAULTS } from "../config/config.ts";
 import {
+  CONTAINERD_DEFAULT_ROOT,
   configVersionFor,
   type ContainerdVersion,
   formatVersion,
   parseContainerdVersion,
   planFor,
   renderTables,
+  snapshotterDir,
   type PlanOptions,
 } from "./containerd-config.ts";
 
@@ -72,7 +74,7 @@ export const PACKAGED_SNIPPETS: readonly PackagedSnippet[] = [
       "containerd 1.6 (config version 2). CRI reports the image filesystem of a",
       "snapshotter as <containerd root>/io.containerd.snapshotter.v1.thinsnap (exports is",
       "ignored before 1.7.16): kubelet needs that directory to exist (`thinsnap install`",
-      "creates it; by hand: mkdir -p /var/lib/containerd/io.containerd.snapshotter.v1.thinsnap).",
+      `creates it; by hand: mkdir -p ${snapshotterDir(CONTAINERD_DEFAULT_ROOT)}).`,
     ],
     version: 2,
     options: { ...defaultPlanOptions(v(1, 6), "linux/amd64") },
