@@ -5,7 +5,8 @@ import { BUILD_DATE, REVISION, VERSION } from "../version.ts";
 import { parseArgs, UsageError, type FlagSpec } from "./args.ts";
 import { check, CHECK_FLAGS, CHECK_HELP } from "./check.ts";
 import { CONFIG_COMMAND_FLAGS, CONFIG_HELP, configCommand } from "./config.ts";
-import { ls, LS_FLAGS, LS_HELP } from "./ls.ts"; // issue 14
+import { ls, LS_FLAGS, LS_HELP } from "./ls.ts";
+import { INSTALL_FLAGS, INSTALL_HELP, installCommand, UNINSTALL_FLAGS, UNINSTALL_HELP, uninstallCommand } from "./install.ts";
 import { POOL_FLAGS, POOL_HELP, poolCommand } from "./pool.ts";
 import { CliError } from "./runtime.ts";
 import { serve, SERVE_FLAGS, SERVE_HELP } from "./serve.ts";
@@ -18,6 +19,7 @@ Usage:
   thinsnap check [--repair]
   thinsnap config example|keys
   thinsnap ls [--kind KIND] [--prefix KEY-PREFIX] [--json]
+  thinsnap install|uninstall [--host-root DIR] [--dry-run] [...]
   thinsnap --version
 
 Run "thinsnap COMMAND --help" for a command's flags.
@@ -35,7 +37,9 @@ const COMMANDS: Record<string, Command> = {
   pool: { flags: POOL_FLAGS, help: POOL_HELP, run: poolCommand, sub: true },
   check: { flags: CHECK_FLAGS, help: CHECK_HELP, run: (_s, p) => check(p) },
   config: { flags: CONFIG_COMMAND_FLAGS, help: CONFIG_HELP, run: configCommand, sub: true },
-  ls: { flags: LS_FLAGS, help: LS_HELP, run: (_s, p) => ls(p) }, // issue 14
+  ls: { flags: LS_FLAGS, help: LS_HELP, run: (_s, p) => ls(p) },
+  install: { flags: INSTALL_FLAGS, help: INSTALL_HELP, run: async (_s, p) => installCommand(p) },
+  uninstall: { flags: UNINSTALL_FLAGS, help: UNINSTALL_HELP, run: async (_s, p) => uninstallCommand(p) },
 };
 
 export async function main(argv: string[]): Promise<number> {

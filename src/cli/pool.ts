@@ -13,6 +13,7 @@ import { Store } from "../store/store.ts";
 import { flagHelp, type FlagSpec, type Parsed, str, UsageError } from "./args.ts";
 import { CliError, openDeviceMapper, openPool, requireRoot } from "./runtime.ts";
 import { createLogger } from "../log.ts";
+import { containerdSnippet, defaultPlanOptions, detectContainerd } from "../install/snippets.ts";
 
 export const POOL_FLAGS: Record<string, FlagSpec> = {
   name: { help: "thin-pool device name (pool_name)" },
@@ -126,11 +127,7 @@ function configSnippet(name: string, pool: ThinPool, spec: PoolConfig | null): s
 pool_name = "${name}"
 root_path = "${DEFAULTS.rootPath}"${spec !== null ? `\n\n[pool]\n${poolLines(spec)}` : ""}
 
-# containerd config.toml
-[proxy_plugins.thinsnap]
-  type = "snapshot"
-  address = "${DEFAULTS.address}"
-`;
+${containerdSnippet(defaultPlanOptions(detectContainerd()))}`;
 }
 
 /** The JSON of `thinsnap pool status --json`. */
