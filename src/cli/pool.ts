@@ -2,13 +2,13 @@
 import { closeSync, existsSync, fsyncSync, openSync, rmSync, statSync, writeSync } from "node:fs";
 import { parseSize, formatSize } from "../config/units.ts";
 import { defaultMetaSize } from "../config/config.ts";
-import { blockDeviceSize, detachLoop, loopBackingFile } from "../dm/blockdev.ts";
-import type { DeviceMapper } from "../dm/device-mapper.ts";
+import { blockDeviceSize, detachLoop, devPath, loopBackingFile } from "../dm/blockdev.ts";
+import { thinDevicesOfPool } from "../dm/pool-contents.ts";
 import { createPool, ThinPool } from "../dm/thin-pool.ts";
-import { SECTOR, parseThinParams } from "../dm/status.ts";
+import { SECTOR } from "../dm/status.ts";
 import { Store } from "../store/store.ts";
 import { flagHelp, type FlagSpec, type Parsed, str, UsageError } from "./args.ts";
-import { CliError, devPath, ensureFilePool, isBlank, openDeviceMapper, openPool, requireRoot } from "./runtime.ts";
+import { CliError, ensureFilePool, isBlank, openDeviceMapper, openPool, requireRoot } from "./runtime.ts";
 import { createLogger } from "../log.ts";
 
 export const POOL_FLAGS: Record<string, FlagSpec> = {
@@ -235,19 +235,6 @@ function status(p: Parsed): number {
   const w = Math.max(...rows.map((x) => x[0].length)) + 2;
   process.stdout.write(rows.map(([k, v]) => `${k.padEnd(w)}${v}`).join("\n") + "\n");
   return 0;
-}
-
-/** Active thin devices whose table points at the pool. */
-export function thinDevicesOfPool(dm: DeviceMapper, name: string): string[] {
-  const info = dm.info(name);
-  if (!info) return [];
-  const mm = `${info.major}:${info.minor}`;
-  return dm.list().filter((n) => {
-    const t = dm.table(n)[0];
-    if (t?.type !== "thin") return false;
-    const dev = parseThinParams(t.params).poolDev;
-    return dev === mm || dev === `/dev/mapper/${name}`;
-  });
 }
 
 function destroy(p: Parsed): number {

@@ -2,7 +2,7 @@
  * Opening device-mapper and the pool for the CLI commands, with the errors an
  * operator can act on (not root, no libdevmapper, no dm in the kernel, no pool).
  */
-import { existsSync, mkdirSync, openSync, closeSync, readlinkSync, readSync, truncateSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, openSync, closeSync, readSync, truncateSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { DeviceMapper } from "../dm/device-mapper.ts";
 import { attachLoop, loopsForFile } from "../dm/blockdev.ts";
@@ -121,17 +121,6 @@ export function ensureFilePool(dm: DeviceMapper, name: string, p: PoolConfig, lo
 /** The pool the config names: created from [pool] when present. */
 export function poolFromConfig(dm: DeviceMapper, cfg: Config, log: Logger): ThinPool {
   return cfg.pool ? ensureFilePool(dm, cfg.poolName, cfg.pool, log) : openPool(dm, cfg.poolName);
-}
-
-/** "7:0" → "/dev/loop0" via sysfs; paths stay as they are. */
-export function devPath(dev: string): string {
-  const m = /^(\d+):(\d+)$/.exec(dev);
-  if (!m) return dev;
-  try {
-    return `/dev/${readlinkSync(`/sys/dev/block/${dev}`).split("/").pop()}`;
-  } catch {
-    return dev;
-  }
 }
 
 /**
