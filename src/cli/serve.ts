@@ -69,12 +69,12 @@ export async function serve(p: Parsed): Promise<number> {
     kernel_threads: cfg.kernelThreads,
   });
   const pool = poolFromConfig(dm, cfg, log);
-  for (const m of unmountStaleBaseMounts()) log.warn("unmounted a base mount left by a killed thinsnap", { mount: m });
+  unmountStaleBaseMounts(cfg.rootPath, cfg.poolName, log);
   const store = Store.open(`${cfg.rootPath}/metadata.db`);
   const kernel = await startKernelWorkers(cfg, log);
   let sn: ThinSnapshotter;
   try {
-    sn = await ThinSnapshotter.open(cfg, { store, pool, format: formatDevice, log, listDevices: () => dm.list(), kernel });
+    sn = await ThinSnapshotter.open(cfg, { store, pool, format: (dev, fs, o) => formatDevice(dev, fs, o, cfg.rootPath), log, listDevices: () => dm.list(), kernel });
   } catch (e) {
     kernel?.close();
     store.close();

@@ -10,6 +10,8 @@ import { inlineKernelCalls, type KernelCalls } from "../../src/snapshotter/pool-
 import { KeyedLock } from "../../src/keyed-lock.ts";
 import { SnapshotterError } from "../../src/errors.ts";
 import { FakePool } from "../fakes/fake-pool.ts";
+import { describe as describeProblem, inspect } from "../../src/consistency/inspect.ts";
+import { readPoolView, readStoreView } from "../../src/consistency/views.ts";
 import { TEST_OPTIONS } from "../shared/options.ts";
 
 /** Each call waits `ms` before it runs on the fake; counts calls in flight. */
@@ -47,14 +49,11 @@ const codeOf = async (p: Promise<unknown>): Promise<string> =>
     (e: unknown) => (e instanceof SnapshotterError ? e.code : `unexpected: ${String(e)}`),
   );
 
-/** Every snapshot row has a ready device the pool has, and the pool nothing else but the base. */
+/** Store and pool agree (src/consistency/inspect.ts): nothing half-made, nothing the other lacks. */
 function expectConsistent(store: Store, pool: FakePool): void {
-  const base = store.baseDevice()!.thinId;
-  const ids = store.devicesInState("ready").map((d) => d.thinId).sort((a, b) => a - b);
-  expect([...pool.thins.keys()].sort((a, b) => a - b)).toEqual(ids);
-  expect(ids).toContain(base);
-  expect(store.devicesInState("creating")).toEqual([]);
-  expect(store.devicesInState("deleting")).toEqual([]);
+  const sv = readStoreView(store);
+  const pv = readPoolView(pool, sv.devices, { mapped: pool.mapped.keys(), thinIds: [...pool.thins.keys()] });
+  expect(inspect(sv, pv).map(describeProblem)).toEqual([]);
 }
 
 describe("overlapping writes", () => {
