@@ -84,7 +84,8 @@ export function reconcile(
   });
   const ctx: Ctx = { store, pool, log, report };
   let orphansLeft = 0;
-  for (const p of inspect(sv, pv)) {
+  const problems = inspect(sv, pv).sort((a, b) => REPAIR_ORDER[a.kind] - REPAIR_ORDER[b.kind]);
+  for (const p of problems) {
     try {
       REPAIRS[p.kind](p as never, ctx);
     } catch (e) {
@@ -102,6 +103,21 @@ export function reconcile(
   if (Object.values(report).some((n) => n > 0)) log.info("reconcile: done", { ...report });
   return report;
 }
+
+/** Stray mappings go first: the thin id under one may be an orphan, and a mapped id cannot be deleted. */
+const REPAIR_ORDER: Record<ProblemKind, number> = {
+  "transaction-id": 0,
+  "stray-mapping": 1,
+  orphan: 2,
+  "interrupted-create": 3,
+  "interrupted-delete": 4,
+  "unowned-device": 5,
+  activation: 6,
+  "active-flag": 7,
+  "missing-device": 8,
+  "snapshot-without-device": 9,
+  "no-base": 10,
+};
 
 /** What happens to a problem whose repair failed. */
 const NEXT: Record<ProblemKind, string> = {
