@@ -8,7 +8,8 @@ import { Database } from "bun:sqlite";
 import { inspect, describe as describeProblem } from "../../src/consistency/inspect.ts";
 import { readPoolView, readStoreView } from "../../src/consistency/views.ts";
 import { Errno } from "../../src/dm/errors.ts";
-import { createLogger } from "../../src/log.ts";
+import { createLogger, silentLogger } from "../../src/log.ts";
+import { reconcile } from "../../src/snapshotter/reconcile.ts";
 import { ThinSnapshotter } from "../../src/snapshotter/snapshotter.ts";
 import { Store } from "../../src/store/store.ts";
 import { FakePool } from "../fakes/fake-pool.ts";
@@ -93,5 +94,24 @@ describe("reconcile repairs per device", () => {
     expect(again.lastReconcile).toMatchObject({ failed: 0, reactivated: 1 });
     expect(problems(store, pool)).toEqual([]);
     again.remover.stop();
+  });
+
+  test("with the pool's thin ids known (check --repair): a mapped orphan is unmapped, then deleted", async () => {
+    const pool = new FakePool();
+    const store = Store.open(":memory:");
+    const sn = await open(pool, store);
+    await sn.prepare("a", "");
+    sn.remover.stop();
+    pool.thins.set(500, { mapped: 0n });
+    pool.activate("fakepool-snap-500", 500, 64n << 20n);
+    pool.calls = [];
+    const report = reconcile(store, pool, "fakepool", silentLogger, {
+      listDmDevices: () => [...pool.mapped.keys()],
+      thinIds: [...pool.thins.keys()],
+    });
+    expect(report).toMatchObject({ strayMappings: 1, orphansDeleted: 1, failed: 0 });
+    expect(pool.calls.indexOf("deactivate")).toBeLessThan(pool.calls.indexOf("delete"));
+    expect(pool.thins.has(500)).toBe(false);
+    expect(problems(store, pool)).toEqual([]);
   });
 });
