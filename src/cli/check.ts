@@ -5,7 +5,7 @@
  */
 import { existsSync } from "node:fs";
 import { connect } from "node:net";
-import { describe, inspect, type Problem } from "../consistency/inspect.ts";
+import { describeProblem, inspect, type Problem } from "../consistency/inspect.ts";
 import { readPoolView, readStoreView } from "../consistency/views.ts";
 import { poolThinIds, thinDevicesOfPool } from "../dm/pool-contents.ts";
 import { createLogger } from "../log.ts";
@@ -78,7 +78,7 @@ export async function check(p: Parsed): Promise<number> {
     };
     const found = look();
     if (thinLsMissing) say("note: thin_ls not found (install thin-provisioning-tools): orphaned thin ids cannot be listed");
-    for (const x of found.problems) say(`problem: ${describe(x)}`);
+    for (const x of found.problems) say(`problem: ${describeProblem(x)}`);
     if (found.problems.length === 0) {
       say(`ok: store and pool "${cfg.poolName}" agree (${store.allDevices().length} devices, ${store.countSnapshots()} snapshots)`);
       return 0;
@@ -93,7 +93,7 @@ export async function check(p: Parsed): Promise<number> {
     });
     say(`repaired: ${JSON.stringify(report)}`);
     const left = look().problems;
-    for (const x of left) say(`left: ${describe(x)}`);
+    for (const x of left) say(`left: ${describeProblem(x)}`);
     return left.length === 0 ? 0 : 1;
   } finally {
     store.close();

@@ -138,7 +138,7 @@ export function inspect(store: StoreView, pool: PoolView): Problem[] {
 }
 
 /** One line for an operator (check) or a test failure. */
-export function describe(p: Problem): string {
+export function describeProblem(p: Problem): string {
   const dev = (d: DeviceRow): string => `thin id ${d.thinId} (${d.dmName})`;
   const owner = (d: DeviceRow, s: SnapshotBrief | null): string => (s ? `${s.kind} snapshot "${s.name}"` : d.role);
   switch (p.kind) {

@@ -17,7 +17,7 @@
  *    be left-overs of a rolled-back create).
  * The pool's transaction id is bound to the store first (see bindTransactionId).
  */
-import { inspect, describe, type Problem, type ProblemKind } from "../consistency/inspect.ts";
+import { describeProblem, inspect, type Problem, type ProblemKind } from "../consistency/inspect.ts";
 import { readPoolView, readStoreView } from "../consistency/views.ts";
 import { Errno, isErrno } from "../dm/errors.ts";
 import type { Logger } from "../log.ts";
@@ -92,7 +92,7 @@ export function reconcile(
       // One device must not keep the daemon (and every other snapshot) down.
       report.failed++;
       if (p.kind === "orphan") orphansLeft++;
-      log.error("reconcile: could not repair", { problem: describe(p), error: String(e), next: NEXT[p.kind] });
+      log.error("reconcile: could not repair", { problem: describeProblem(p), error: String(e), next: NEXT[p.kind] });
       if (p.kind === "interrupted-create") queueForRemover(ctx, p.device, "could not be rolled back");
     }
   }
@@ -231,7 +231,7 @@ function queueUnowned(p: Extract<Problem, { kind: "unowned-device" }>, ctx: Ctx)
 
 function unrepairable(p: Extract<Problem, { kind: "missing-device" | "snapshot-without-device" }>, { log, report }: Ctx): void {
   report.failed++;
-  log.error("reconcile: cannot repair", { problem: describe(p) });
+  log.error("reconcile: cannot repair", { problem: describeProblem(p) });
 }
 
 function fixActivation(p: Extract<Problem, { kind: "activation" }>, { pool, log, report }: Ctx): void {

@@ -7,7 +7,7 @@
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
-import { describe, inspect, type StoreView } from "../../src/consistency/inspect.ts";
+import { describeProblem, inspect, type StoreView } from "../../src/consistency/inspect.ts";
 import { readPoolView, readStoreView } from "../../src/consistency/views.ts";
 import { poolThinIds, thinDevicesOfPool } from "../../src/dm/pool-contents.ts";
 import type { DeviceMapper } from "../../src/dm/device-mapper.ts";
@@ -347,7 +347,7 @@ export function checkConsistency(
   });
   const problems = inspect(store, view)
     .filter((p) => !(opts.allowDeleting && p.kind === "interrupted-delete"))
-    .map(describe);
+    .map(describeProblem);
   return { problems, store, poolIds: ids, activeMappings: mappings };
 }
 

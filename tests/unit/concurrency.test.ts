@@ -10,7 +10,7 @@ import { inlineKernelCalls, type KernelCalls } from "../../src/snapshotter/pool-
 import { KeyedLock } from "../../src/keyed-lock.ts";
 import { SnapshotterError } from "../../src/errors.ts";
 import { FakePool } from "../fakes/fake-pool.ts";
-import { describe as describeProblem, inspect } from "../../src/consistency/inspect.ts";
+import { describeProblem, inspect } from "../../src/consistency/inspect.ts";
 import { readPoolView, readStoreView } from "../../src/consistency/views.ts";
 import { TEST_OPTIONS } from "../shared/options.ts";
 

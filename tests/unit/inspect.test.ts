@@ -4,7 +4,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import {
-  describe as describeProblem,
+  describeProblem,
   inspect,
   type MappingView,
   type PoolView,

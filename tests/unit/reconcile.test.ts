@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
-import { inspect, describe as describeProblem } from "../../src/consistency/inspect.ts";
+import { describeProblem, inspect } from "../../src/consistency/inspect.ts";
 import { readPoolView, readStoreView } from "../../src/consistency/views.ts";
 import { Errno } from "../../src/dm/errors.ts";
 import { createLogger, silentLogger } from "../../src/log.ts";
