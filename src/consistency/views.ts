@@ -33,6 +33,8 @@ export interface PoolSight {
   thinIds: readonly number[] | null;
   /** Whether /dev/mapper/<name> exists (not looked at when absent). */
   nodeExists?: (dmName: string) => boolean;
+  /** A mapping that cannot be read is left out of the view (its repair then fails on its own); told here. Default: throw. */
+  onError?: (dmName: string, e: unknown) => void;
 }
 
 /** The mappings of `devices` and of `sight.mapped`, with the pool's transaction id. */
@@ -41,7 +43,14 @@ export function readPoolView(pool: PoolApi, devices: readonly DeviceRow[], sight
   const names = new Set<string>(sight.mapped);
   for (const d of devices) if (d.role !== "foreign") names.add(d.dmName);
   for (const name of names) {
-    const info = pool.info(name);
+    let info;
+    try {
+      info = pool.info(name);
+    } catch (e) {
+      if (!sight.onError) throw e;
+      sight.onError(name, e);
+      continue;
+    }
     if (info) mappings.set(name, { ...info, node: sight.nodeExists ? sight.nodeExists(name) : null });
   }
   return {

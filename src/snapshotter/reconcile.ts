@@ -81,6 +81,10 @@ export function reconcile(
   const pv = readPoolView(pool, sv.devices, {
     mapped: (o.listDmDevices?.() ?? []).filter((n) => ours.test(n)),
     thinIds: o.thinIds ?? null,
+    onError: (device, e) => {
+      // one unreadable device must not keep the daemon down: its repair fails (and is counted) on its own
+      log.error("reconcile: cannot read a device's mapping", { device, error: String(e) });
+    },
   });
   const ctx: Ctx = { store, pool, log, report };
   let orphansLeft = 0;
