@@ -82,7 +82,8 @@ export function reconcile(
     mapped: (o.listDmDevices?.() ?? []).filter((n) => ours.test(n)),
     thinIds: o.thinIds ?? null,
     onError: (device, e) => {
-      // one unreadable device must not keep the daemon down: its repair fails (and is counted) on its own
+      // one unreadable device must not keep the daemon down: it is left as it is, and counted
+      report.failed++;
       log.error("reconcile: cannot read a device's mapping", { device, error: String(e) });
     },
   });

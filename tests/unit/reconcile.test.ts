@@ -114,4 +114,15 @@ describe("reconcile repairs per device", () => {
     expect(pool.thins.has(500)).toBe(false);
     expect(problems(store, pool)).toEqual([]);
   });
+
+  test("a device whose mapping cannot be read is logged and counted; start-up goes on", async () => {
+    const { pool, store } = await interruptedCreate();
+    pool.failNext("info", Errno.EIO);
+    const lines: string[] = [];
+    const sn = await open(pool, store, lines);
+    expect(sn.lastReconcile).toMatchObject({ failed: 1, rolledBack: 1 });
+    expect(lines.some((l) => l.includes("level=error") && l.includes("cannot read a device's mapping"))).toBe(true);
+    await sn.prepare("after", "");
+    sn.remover.stop();
+  });
 });
