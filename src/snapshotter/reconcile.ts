@@ -59,9 +59,8 @@ export function reconcile(
   pool: PoolApi,
   poolName: string,
   log: Logger,
-  opts: ReconcileOptions | (() => string[]) = {},
+  o: ReconcileOptions = {},
 ): ReconcileReport {
-  const o: ReconcileOptions = typeof opts === "function" ? { listDmDevices: opts } : opts;
   const report: ReconcileReport = {
     rolledBack: 0,
     orphansDeleted: 0,
