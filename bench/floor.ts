@@ -40,7 +40,7 @@ export class FloorPool {
     this.base = this.nextId++;
     this.pool.createThin(this.base);
     this.pool.activate(this.name(this.base), this.base, this.sizeBytes);
-    await formatDevice(`/dev/mapper/${this.name(this.base)}`, "ext4", "");
+    await formatDevice(`/dev/mapper/${this.name(this.base)}`, "ext4", "", "/tmp/thinsnap-floor");
     this.pool.fsyncDevice(this.name(this.base));
     this.pool.deactivate(this.name(this.base));
     this.parent = this.nextId++;

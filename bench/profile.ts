@@ -105,7 +105,7 @@ export async function profile(poolName: string, dir: string, count: number, log:
   log(`profile: in-process snapshotter on ${poolName} (formats its base)`);
   const sn = await ThinSnapshotter.open(
     { ...TEST_OPTIONS, poolName, baseImageSize: 10n << 30n },
-    { store, pool, format: formatDevice, listDevices: () => dm.list() },
+    { store, pool, format: (dev, fs, o) => formatDevice(dev, fs, o, dir), listDevices: () => dm.list() },
   );
   const ops: Record<string, OpProfile> = {};
   const measure = async (name: string, keys: string[], fn: (k: string, i: number) => Promise<unknown>): Promise<void> => {

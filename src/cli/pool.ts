@@ -8,7 +8,7 @@ import { formatSize, parseSize } from "../config/units.ts";
 import type { ThinPool } from "../dm/thin-pool.ts";
 import * as geo from "../pool/geometry.ts";
 import { createDevicePool, createFilePool, destroyPool } from "../pool/provision.ts";
-import { thinDevicesOfPool } from "../pool/thin-devices.ts";
+import { thinDevicesOfPool } from "../dm/pool-contents.ts";
 import { Store } from "../store/store.ts";
 import { flagHelp, type FlagSpec, type Parsed, str, UsageError } from "./args.ts";
 import { CliError, openDeviceMapper, openPool, requireRoot } from "./runtime.ts";

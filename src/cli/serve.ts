@@ -52,7 +52,7 @@ export async function serve(p: Parsed): Promise<number> {
   });
   const pool = poolFromConfig(dm, cfg, log);
   const snPool = obs.wrapPool(pool);
-  for (const m of unmountStaleBaseMounts()) log.warn("unmounted a base mount left by a killed thinsnap", { mount: m });
+  unmountStaleBaseMounts(cfg.rootPath, cfg.poolName, log);
   const store = Store.open(`${cfg.rootPath}/metadata.db`);
   const kernel = await startKernelWorkers(cfg, log);
   let sn: ThinSnapshotter;
@@ -60,7 +60,7 @@ export async function serve(p: Parsed): Promise<number> {
     sn = await ThinSnapshotter.open(cfg, {
       store,
       pool: snPool,
-      format: formatDevice,
+      format: (dev, fs, o) => formatDevice(dev, fs, o, cfg.rootPath),
       log,
       listDevices: () => dm.list(),
       kernel: obs.wrapKernel(kernel),

@@ -5,8 +5,7 @@
  */
 import { ptr as addressOf } from "bun:ffi";
 import { errno, libc, SyscallError } from "../sys/libc.ts";
-import { closeSync, existsSync, openSync, readFileSync, readdirSync, constants } from "node:fs";
-
+import { closeSync, existsSync, openSync, readFileSync, readdirSync, readlinkSync, constants } from "node:fs";
 
 // linux/fs.h and linux/loop.h request numbers (x86_64/arm64 share them).
 const BLKGETSIZE64 = 0x80081272n;
@@ -107,4 +106,15 @@ export function loopsForFile(file: string): string[] {
     .filter((d) => d.startsWith("loop"))
     .map((d) => `/dev/${d}`)
     .filter((dev) => loopBackingFile(dev) === file);
+}
+
+/** "7:0" → "/dev/loop0" via sysfs; paths stay as they are. */
+export function devPath(dev: string): string {
+  const m = /^(\d+):(\d+)$/.exec(dev);
+  if (!m) return dev;
+  try {
+    return `/dev/${readlinkSync(`/sys/dev/block/${dev}`).split("/").pop()}`;
+  } catch {
+    return dev;
+  }
 }

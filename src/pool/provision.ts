@@ -10,7 +10,6 @@ import {
   fsyncSync,
   mkdirSync,
   openSync,
-  readlinkSync,
   readSync,
   rmSync,
   statSync,
@@ -19,14 +18,14 @@ import {
   writeSync,
 } from "node:fs";
 import { dirname } from "node:path";
-import { attachLoop, blockDeviceSize, detachLoop, loopBackingFile, loopsForFile } from "../dm/blockdev.ts";
+import { attachLoop, blockDeviceSize, detachLoop, devPath, loopBackingFile, loopsForFile } from "../dm/blockdev.ts";
 import type { DeviceMapper } from "../dm/device-mapper.ts";
 import { createPool, ThinPool } from "../dm/thin-pool.ts";
 import { failedPrecondition } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { PoolConfig } from "../config/types.ts";
 import { blockSectors, defaultLowWaterMark, META_BLOCK_SIZE } from "./geometry.ts";
-import { thinDevicesOfPool } from "./thin-devices.ts";
+import { thinDevicesOfPool } from "../dm/pool-contents.ts";
 
 /** A thin-pool's superblock is the first metadata block of its metadata device. */
 const SUPERBLOCK_BYTES = Number(META_BLOCK_SIZE);
@@ -134,16 +133,6 @@ export function createDevicePool(dm: DeviceMapper, name: string, s: DevicePoolSp
   return new ThinPool(dm, name);
 }
 
-/** "7:0" → "/dev/loop0" via sysfs; paths stay as they are. */
-export function devPath(dev: string): string {
-  const m = /^(\d+):(\d+)$/.exec(dev);
-  if (!m) return dev;
-  try {
-    return `/dev/${readlinkSync(`/sys/dev/block/${dev}`).split("/").pop()}`;
-  } catch {
-    return dev;
-  }
-}
 
 /**
  * Removes the pool, its thin devices and (file-backed) its loop devices;

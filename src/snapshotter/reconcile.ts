@@ -1,5 +1,9 @@
 /**
  * Start-up reconciliation: makes the pool agree with the store after a crash.
+ * The problems are those of src/consistency/inspect.ts; each kind has one
+ * small repair here, and every repair is per device: one that fails is
+ * logged, counted, and (if it is a device to get rid of) queued for the
+ * background remover, and start-up goes on.
  *
  * Every kernel change is preceded by an intent row, so:
  *  - ids of the reserved window without a row are deleted from the pool
@@ -11,11 +15,13 @@
  *    base devices are taken out of it;
  *  - dm devices named like ours that no row knows are removed (they can only
  *    be left-overs of a rolled-back create).
- * Finally the pool's transaction id is bound to the store (see bindTransactionId).
+ * The pool's transaction id is bound to the store first (see bindTransactionId).
  */
+import { describeProblem, inspect, type Problem, type ProblemKind } from "../consistency/inspect.ts";
+import { readPoolView, readStoreView } from "../consistency/views.ts";
 import { Errno, isErrno } from "../dm/errors.ts";
 import type { Logger } from "../log.ts";
-import type { Store } from "../store/store.ts";
+import type { DeviceRow, Store } from "../store/store.ts";
 import type { PoolApi } from "./pool-api.ts";
 
 export interface ReconcileReport {
@@ -26,8 +32,26 @@ export interface ReconcileReport {
   resumed: number;
   deactivated: number;
   strayMappings: number;
+  /** Devices left alone because something holds them open (the remover retries). */
   busy: number;
+  /** Repairs that failed (logged; see the log line for the device). */
   failed: number;
+  /** Devices handed to the background remover: unowned, or an interrupted create held open or not undone. */
+  queued: number;
+}
+
+interface Ctx {
+  store: Store;
+  pool: PoolApi;
+  log: Logger;
+  report: ReconcileReport;
+}
+
+export interface ReconcileOptions {
+  /** Names of all dm devices: those named like ours that no row knows are removed. */
+  listDmDevices?: () => string[];
+  /** The pool's thin ids (thin_ls), when known: then every orphan is deleted, not only the window's. */
+  thinIds?: readonly number[] | null;
 }
 
 export function reconcile(
@@ -35,7 +59,7 @@ export function reconcile(
   pool: PoolApi,
   poolName: string,
   log: Logger,
-  listDmDevices?: () => string[],
+  o: ReconcileOptions = {},
 ): ReconcileReport {
   const report: ReconcileReport = {
     rolledBack: 0,
@@ -47,148 +71,214 @@ export function reconcile(
     strayMappings: 0,
     busy: 0,
     failed: 0,
+    queued: 0,
   };
   bindTransactionId(store, pool, log);
 
-  const deleteThin = (id: number): void => {
+  const ours = new RegExp(`^${escapeRegExp(poolName)}-(snap|base)-\\d+$`);
+  const sv = readStoreView(store);
+  const pv = readPoolView(pool, sv.devices, {
+    mapped: (o.listDmDevices?.() ?? []).filter((n) => ours.test(n)),
+    thinIds: o.thinIds ?? null,
+    onError: (device, e) => {
+      // one unreadable device must not keep the daemon down: it is left as it is, and counted
+      report.failed++;
+      log.error("reconcile: cannot read a device's mapping", { device, error: String(e) });
+    },
+  });
+  const ctx: Ctx = { store, pool, log, report };
+  let orphansLeft = 0;
+  const problems = inspect(sv, pv).sort((a, b) => REPAIR_ORDER[a.kind] - REPAIR_ORDER[b.kind]);
+  for (const p of problems) {
     try {
-      pool.deleteThin(id);
+      REPAIRS[p.kind](p as never, ctx);
     } catch (e) {
-      if (!isErrno(e, Errno.ENODATA)) throw e;
+      // One device must not keep the daemon (and every other snapshot) down.
+      report.failed++;
+      if (p.kind === "orphan") orphansLeft++;
+      log.error("reconcile: could not repair", { problem: describeProblem(p), error: String(e), next: NEXT[p.kind] });
+      if (p.kind === "interrupted-create") queueForRemover(ctx, p.device, "could not be rolled back");
     }
-  };
-
-  // Ids of the reserved window without a row: a create whose (not fsynced)
-  // intent row a power cut lost. The kernel's create_snap is durable when it
-  // returns, so the pool may hold the id: delete it. Then forget the window.
-  const window = store.reservedThinIds();
-  if (window.length) {
-    let unsure = 0;
-    for (const id of window) {
-      if (store.getDevice(id)) continue;
-      try {
-        pool.deleteThin(id);
-        report.orphansDeleted++;
-        log.warn("reconcile: deleted a thin id whose create a power cut made the store forget", { thin_id: id });
-      } catch (e) {
-        if (isErrno(e, Errno.ENODATA)) continue;
-        // Not fatal (one id must not keep the daemon down); the window is
-        // kept, so the next start probes it again.
-        unsure++;
-        report.failed++;
-        log.error("reconcile: could not delete a forgotten thin id; will retry at the next start", { thin_id: id, error: String(e) });
-      }
-    }
-    if (unsure === 0) store.tx(() => store.clearThinIdWindow());
   }
+  // The window's ids are accounted for: forget it (the next create opens a
+  // new one). If one could not be deleted, keep it: the next start probes again.
+  if (sv.window.length && orphansLeft === 0) store.tx(() => store.clearThinIdWindow());
 
-  for (const dev of store.devicesInState("creating")) {
-    const info = pool.info(dev.dmName);
-    if (info && info.openCount > 0) {
-      // Held (a mkfs or mount that outlived us): the remover deletes it later.
-      store.tx(() => {
-        const s = store.snapshotByThinId(dev.thinId);
-        if (s) store.deleteSnapshot(s.id);
-        store.markDeviceDeleting(dev.thinId, false);
-      });
-      report.busy++;
-      log.warn("reconcile: interrupted create is still open; queued for deletion", { device: dev.dmName });
-      continue;
-    }
-    if (info) pool.deactivate(dev.dmName, { retry: true });
-    deleteThin(dev.thinId);
+  if (Object.values(report).some((n) => n > 0)) log.info("reconcile: done", { ...report });
+  return report;
+}
+
+/** Stray mappings go first: the thin id under one may be an orphan, and a mapped id cannot be deleted. */
+const REPAIR_ORDER: Record<ProblemKind, number> = {
+  "transaction-id": 0,
+  "stray-mapping": 1,
+  orphan: 2,
+  "interrupted-create": 3,
+  "interrupted-delete": 4,
+  "unowned-device": 5,
+  activation: 6,
+  "active-flag": 7,
+  "missing-device": 8,
+  "snapshot-without-device": 9,
+  "no-base": 10,
+};
+
+/** What happens to a problem whose repair failed. */
+const NEXT: Record<ProblemKind, string> = {
+  orphan: "retried at the next start",
+  "interrupted-create": "queued for the background remover",
+  "interrupted-delete": "left for the background remover",
+  "missing-device": "not repairable",
+  "unowned-device": "retried at the next start",
+  "snapshot-without-device": "not repairable",
+  "no-base": "made at start-up",
+  activation: "retried at the next start",
+  "active-flag": "retried at the next start",
+  "stray-mapping": "retried at the next start",
+  "transaction-id": "refused at start-up",
+};
+
+type Repair<K extends ProblemKind> = (p: Extract<Problem, { kind: K }>, ctx: Ctx) => void;
+
+const REPAIRS: { [K in ProblemKind]: Repair<K> } = {
+  orphan: deleteOrphan,
+  "interrupted-create": rollBackCreate,
+  "interrupted-delete": finishDelete,
+  "missing-device": unrepairable,
+  "unowned-device": queueUnowned,
+  "snapshot-without-device": unrepairable,
+  // ensureBase makes one right after reconciling
+  "no-base": () => {},
+  activation: fixActivation,
+  "active-flag": fixActiveFlag,
+  "stray-mapping": removeStray,
+  // bindTransactionId already ran (and refuses a pool that is not this store's)
+  "transaction-id": () => {},
+};
+
+/** Delete of a thin id whose absence is fine (ENODATA: never landed, or already gone). */
+function deleteThin(pool: PoolApi, id: number): boolean {
+  try {
+    pool.deleteThin(id);
+    return true;
+  } catch (e) {
+    if (isErrno(e, Errno.ENODATA)) return false;
+    throw e;
+  }
+}
+
+function deleteOrphan(p: Extract<Problem, { kind: "orphan" }>, { pool, log, report }: Ctx): void {
+  // A window id: the kernel's create_snap is durable when it returns, so the
+  // pool may hold an id whose (not fsynced) intent row a power cut lost.
+  if (!deleteThin(pool, p.thinId)) return;
+  report.orphansDeleted++;
+  log.warn(
+    p.certain ? "reconcile: deleted an orphaned thin id" : "reconcile: deleted a thin id whose create a power cut made the store forget",
+    { thin_id: p.thinId },
+  );
+}
+
+/** Marks a device 'deleting' (its snapshot row, if any, goes): the remover deletes it when it can. */
+function queueForRemover({ store, log, report }: Ctx, dev: DeviceRow, why: string): void {
+  try {
     store.tx(() => {
       const s = store.snapshotByThinId(dev.thinId);
       if (s) store.deleteSnapshot(s.id);
-      store.deleteDevice(dev.thinId);
+      store.markDeviceDeleting(dev.thinId, false);
     });
-    report.rolledBack++;
-    log.warn("reconcile: rolled back an interrupted create", { device: dev.dmName, thin_id: dev.thinId });
+    report.queued++;
+    log.warn(`reconcile: ${why}; queued for the background remover`, { device: dev.dmName, thin_id: dev.thinId });
+  } catch (e) {
+    report.failed++;
+    log.error("reconcile: could not queue a device for the remover", { device: dev.dmName, error: String(e) });
   }
+}
 
-  for (const dev of store.devicesInState("deleting")) {
-    const info = pool.info(dev.dmName);
-    if (info && info.openCount > 0) {
-      report.busy++;
-      log.warn("reconcile: device to delete is open; left for the remover", { device: dev.dmName });
-      continue;
-    }
-    try {
-      if (info) pool.deactivate(dev.dmName, { retry: true });
-      deleteThin(dev.thinId);
-      store.tx(() => store.deleteDevice(dev.thinId));
-      report.deleted++;
-      log.info("reconcile: finished an interrupted delete", { device: dev.dmName, thin_id: dev.thinId });
-    } catch (e) {
-      report.failed++;
-      log.warn("reconcile: could not finish a delete; left for the remover", { device: dev.dmName, error: String(e) });
-    }
+function rollBackCreate(p: Extract<Problem, { kind: "interrupted-create" }>, ctx: Ctx): void {
+  const { store, pool, log, report } = ctx;
+  const dev = p.device;
+  if (p.mapping && p.mapping.openCount > 0) {
+    // Held (a mkfs or mount that outlived us).
+    report.busy++;
+    queueForRemover(ctx, dev, "interrupted create is still open");
+    return;
   }
+  if (p.mapping) pool.deactivate(dev.dmName, { retry: true });
+  deleteThin(pool, dev.thinId);
+  store.tx(() => {
+    const s = store.snapshotByThinId(dev.thinId);
+    if (s) store.deleteSnapshot(s.id);
+    store.deleteDevice(dev.thinId);
+  });
+  report.rolledBack++;
+  log.warn("reconcile: rolled back an interrupted create", { device: dev.dmName, thin_id: dev.thinId });
+}
 
-  for (const dev of store.allDevices()) {
-    if (dev.state !== "ready" || dev.role === "foreign") continue;
-    const snap = dev.role === "snapshot" ? store.snapshotByThinId(dev.thinId) : null;
-    if (dev.role === "snapshot" && !snap) {
-      // A ready snapshot device without its snapshot row: a Remove whose
-      // transaction never ran cannot produce this, so treat it as garbage.
-      store.tx(() => store.markDeviceDeleting(dev.thinId, false));
-      continue;
-    }
-    const shouldBeActive = snap !== null && snap.kind !== "committed";
-    try {
-      const info = pool.info(dev.dmName);
-      if (shouldBeActive) {
-        if (info && !info.liveTable) {
-          // killed inside libdm's create (before its table load): map it again
-          pool.deactivate(dev.dmName);
-          pool.activate(dev.dmName, dev.thinId, dev.sizeBytes);
-          report.reactivated++;
-        } else if (!info) {
-          pool.activate(dev.dmName, dev.thinId, dev.sizeBytes);
-          report.reactivated++;
-          log.info("reconcile: reactivated device", { device: dev.dmName, snapshot: snap?.name });
-        } else if (info.suspended) {
-          // killed between suspend and resume (a flush or a create_snap)
-          pool.resume(dev.dmName);
-          report.resumed++;
-          log.warn("reconcile: resumed a device left suspended", { device: dev.dmName });
-        }
-      } else if (info) {
-        if (info.suspended) pool.resume(dev.dmName);
-        if (info.openCount > 0) {
-          pool.deactivate(dev.dmName, { deferred: true });
-          report.busy++;
-        } else {
-          pool.deactivate(dev.dmName, { retry: true });
-          report.deactivated++;
-        }
-      }
-      if (dev.active !== shouldBeActive) store.tx(() => store.setDeviceActive(dev.thinId, shouldBeActive));
-    } catch (e) {
-      // One broken device must not keep the daemon (and every other snapshot) down.
-      report.failed++;
-      log.error("reconcile: could not fix a device's activation", { device: dev.dmName, snapshot: snap?.name, error: String(e) });
-    }
+function finishDelete(p: Extract<Problem, { kind: "interrupted-delete" }>, { store, pool, log, report }: Ctx): void {
+  const dev = p.device;
+  if (p.mapping && p.mapping.openCount > 0) {
+    report.busy++;
+    log.warn("reconcile: device to delete is open; left for the remover", { device: dev.dmName });
+    return;
   }
+  if (p.mapping) pool.deactivate(dev.dmName, { retry: true });
+  deleteThin(pool, dev.thinId);
+  store.tx(() => store.deleteDevice(dev.thinId));
+  report.deleted++;
+  log.info("reconcile: finished an interrupted delete", { device: dev.dmName, thin_id: dev.thinId });
+}
 
-  if (listDmDevices) {
-    const known = new Set(store.allDevices().map((d) => d.dmName));
-    const ours = new RegExp(`^${escapeRegExp(poolName)}-(snap|base)-\\d+$`);
-    for (const name of listDmDevices()) {
-      if (!ours.test(name) || known.has(name)) continue;
-      try {
-        pool.deactivate(name, { retry: true });
-        report.strayMappings++;
-        log.warn("reconcile: removed a device mapping no snapshot owns", { device: name });
-      } catch (e) {
-        log.warn("reconcile: could not remove stray mapping", { device: name, error: String(e) });
-      }
+function queueUnowned(p: Extract<Problem, { kind: "unowned-device" }>, ctx: Ctx): void {
+  // A Remove whose transaction never ran cannot produce this: garbage.
+  queueForRemover(ctx, p.device, "ready snapshot device without a snapshot row");
+}
+
+function unrepairable(p: Extract<Problem, { kind: "missing-device" | "snapshot-without-device" }>, { log, report }: Ctx): void {
+  report.failed++;
+  log.error("reconcile: cannot repair", { problem: describeProblem(p) });
+}
+
+function fixActivation(p: Extract<Problem, { kind: "activation" }>, { pool, log, report }: Ctx): void {
+  const dev = p.device;
+  const m = p.mapping;
+  if (p.want) {
+    if (m === null) {
+      pool.activate(dev.dmName, dev.thinId, dev.sizeBytes);
+      report.reactivated++;
+      log.info("reconcile: reactivated device", { device: dev.dmName, snapshot: p.snapshot?.name });
+    } else if (!m.liveTable || m.node === false) {
+      // killed inside libdm's create (before its table load): map it again
+      pool.deactivate(dev.dmName);
+      pool.activate(dev.dmName, dev.thinId, dev.sizeBytes);
+      report.reactivated++;
+    } else if (m.suspended) {
+      // killed between suspend and resume (a flush or a create_snap)
+      pool.resume(dev.dmName);
+      report.resumed++;
+      log.warn("reconcile: resumed a device left suspended", { device: dev.dmName });
     }
+    return;
   }
+  if (m === null) return;
+  if (m.suspended) pool.resume(dev.dmName);
+  if (m.openCount > 0) {
+    pool.deactivate(dev.dmName, { deferred: true });
+    report.busy++;
+  } else {
+    pool.deactivate(dev.dmName, { retry: true });
+    report.deactivated++;
+  }
+}
 
-  const changed = Object.values(report).some((n) => n > 0);
-  if (changed) log.info("reconcile: done", { ...report });
-  return report;
+function fixActiveFlag(p: Extract<Problem, { kind: "active-flag" }>, { store }: Ctx): void {
+  store.tx(() => store.setDeviceActive(p.device.thinId, p.want));
+}
+
+function removeStray(p: Extract<Problem, { kind: "stray-mapping" }>, { pool, log, report }: Ctx): void {
+  // Named like ours and unknown: the left-over of a rolled-back create.
+  pool.deactivate(p.dmName, { retry: true });
+  report.strayMappings++;
+  log.warn("reconcile: removed a device mapping no snapshot owns", { device: p.dmName });
 }
 
 /**

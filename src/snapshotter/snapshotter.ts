@@ -96,7 +96,7 @@ export class ThinSnapshotter implements Snapshotter {
   /** Reconciles store and pool, makes sure the base device exists, starts the remover. */
   static async open(opts: SnapshotterOptions, deps: SnapshotterDeps): Promise<ThinSnapshotter> {
     const sn = new ThinSnapshotter(opts, deps);
-    sn.lastReconcile = reconcile(sn.store, sn.pool, opts.poolName, sn.log, deps.listDevices);
+    sn.lastReconcile = reconcile(sn.store, sn.pool, opts.poolName, sn.log, { listDmDevices: deps.listDevices });
     await sn.ensureBase();
     sn.remover.kick();
     return sn;

@@ -406,6 +406,11 @@ export class Store {
     return out;
   }
 
+  /** Every snapshot row, in id order (consistency checks: src/consistency/inspect.ts). */
+  allSnapshots(): SnapshotRow[] {
+    return this.db.query<RawSnapshot, []>(`SELECT ${SNAPSHOT_COLUMNS} FROM ${SNAPSHOT_FROM} ORDER BY s.id`).all().map(toSnapshot);
+  }
+
   countSnapshots(): number {
     return this.db.query<{ n: number }, []>("SELECT COUNT(*) AS n FROM snapshots").get()?.n ?? 0;
   }

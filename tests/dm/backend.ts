@@ -39,7 +39,7 @@ export async function realBackend(
     const sn = await ThinSnapshotter.open(o, {
       store,
       pool: tp.pool,
-      format: formatDevice,
+      format: (dev, fs, o) => formatDevice(dev, fs, o, root),
       listDevices: () => tp.dm.list(),
       kernel,
     });

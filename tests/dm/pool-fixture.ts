@@ -2,7 +2,7 @@
  * A file-backed thin-pool made with thinsnap's own binding (loop devices over
  * sparse files in /tmp), and a teardown that leaves nothing behind.
  */
-import { thinDevicesOfPool } from "../../src/pool/thin-devices.ts";
+import { thinDevicesOfPool } from "../../src/dm/pool-contents.ts";
 import { mkdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 import { attachLoop, createPool, detachLoop, DeviceMapper, ThinPool } from "../../src/dm/index.ts";

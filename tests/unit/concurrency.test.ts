@@ -11,6 +11,8 @@ import { KeyedLock } from "../../src/keyed-lock.ts";
 import { SnapshotterError } from "../../src/errors.ts";
 import { FakePool } from "../kit/fakes/fake-pool.ts";
 import { TEST_OPTIONS } from "../kit/fakes/options.ts";
+import { describeProblem, inspect } from "../../src/consistency/inspect.ts";
+import { readPoolView, readStoreView } from "../../src/consistency/views.ts";
 
 /** Each call waits `ms` before it runs on the fake; counts calls in flight. */
 function slowCalls(pool: FakePool, ms: number): KernelCalls & { maxInFlight: number } {
@@ -47,14 +49,11 @@ const codeOf = async (p: Promise<unknown>): Promise<string> =>
     (e: unknown) => (e instanceof SnapshotterError ? e.code : `unexpected: ${String(e)}`),
   );
 
-/** Every snapshot row has a ready device the pool has, and the pool nothing else but the base. */
+/** Store and pool agree (src/consistency/inspect.ts): nothing half-made, nothing the other lacks. */
 function expectConsistent(store: Store, pool: FakePool): void {
-  const base = store.baseDevice()!.thinId;
-  const ids = store.devicesInState("ready").map((d) => d.thinId).sort((a, b) => a - b);
-  expect([...pool.thins.keys()].sort((a, b) => a - b)).toEqual(ids);
-  expect(ids).toContain(base);
-  expect(store.devicesInState("creating")).toEqual([]);
-  expect(store.devicesInState("deleting")).toEqual([]);
+  const sv = readStoreView(store);
+  const pv = readPoolView(pool, sv.devices, { mapped: pool.mapped.keys(), thinIds: [...pool.thins.keys()] });
+  expect(inspect(sv, pv).map(describeProblem)).toEqual([]);
 }
 
 describe("overlapping writes", () => {

@@ -80,9 +80,9 @@ export async function verifyPool(st: CrashRun, allowDeleting = false): Promise<v
   const r = checkConsistency(st.tp.dm, POOL, st.cfg.rootPath, { allowDeleting });
   for (const p of r.problems) st.problem(p);
   // every thin id is the base's or a snapshot's
-  const snapIds = new Set(r.store.snapshots.map((s) => s.thin_id));
-  const baseIds = new Set(r.store.devices.filter((d) => d.role === "base").map((d) => d.thin_id));
-  const deleting = new Set(r.store.devices.filter((d) => d.state === "deleting").map((d) => d.thin_id));
+  const snapIds = new Set(r.store.snapshots.map((s) => s.thinId));
+  const baseIds = new Set(r.store.devices.filter((d) => d.role === "base").map((d) => d.thinId));
+  const deleting = new Set(r.store.devices.filter((d) => d.state === "deleting").map((d) => d.thinId));
   for (const id of r.poolIds) {
     if (!snapIds.has(id) && !baseIds.has(id) && !deleting.has(id)) st.problem(`thin id ${id} belongs to no snapshot and is not the base`);
   }
