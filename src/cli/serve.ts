@@ -13,6 +13,12 @@ import { BUILD_DATE, REVISION, VERSION } from "../version.ts";
 import { CliError, lockRoot, openDeviceMapper, poolFromConfig, requireRoot } from "./runtime.ts";
 import { flagHelp, type FlagSpec, type Parsed, str } from "./args.ts";
 
+/**
+ * In-flight calls may finish for this long after SIGTERM; server.close then
+ * returns within a bounded flush (src/rpc/limits.ts), whatever clients do.
+ */
+const SHUTDOWN_GRACE_MS = 10_000;
+
 export const SERVE_FLAGS: Record<string, FlagSpec> = {
   config: { help: "config file (TOML; a containerd config.toml with a devmapper section works too)", default: "/etc/thinsnap/config.toml" },
   address: { help: "unix socket to serve on", default: "/run/thinsnap/thinsnap.sock" },
@@ -88,7 +94,7 @@ export async function serve(p: Parsed): Promise<number> {
     socketPath: cfg.address,
     socketMode: cfg.socketMode,
     socketGroup,
-    service: createSnapshotsService(sn, log),
+    service: createSnapshotsService(sn),
     log,
   });
   const st = pool.status();
@@ -102,7 +108,7 @@ export async function serve(p: Parsed): Promise<number> {
   sdNotify("READY=1");
   return waitForSignal(log, async () => {
     sdNotify("STOPPING=1");
-    await server.close(10_000);
+    await server.close(SHUTDOWN_GRACE_MS);
     await sn.close();
     kernel?.close();
   });

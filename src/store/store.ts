@@ -342,7 +342,7 @@ export class Store {
   }
 
   labels(id: number): Labels {
-    const out: Labels = {};
+    const out = noProto();
     for (const r of this.db
       .query<{ key: string; value: string }, [number]>("SELECT key, value FROM labels WHERE snapshot_id = ?")
       .all(id)) {
@@ -368,7 +368,7 @@ export class Store {
       .query<RawSnapshot, string[]>(`SELECT ${SNAPSHOT_COLUMNS} FROM ${SNAPSHOT_FROM} WHERE ${where} ORDER BY s.id`)
       .all(...params);
     const byId = new Map<number, { row: SnapshotRow; labels: Labels }>();
-    for (const r of rows) byId.set(r.id, { row: toSnapshot(r), labels: {} });
+    for (const r of rows) byId.set(r.id, { row: toSnapshot(r), labels: noProto() });
     if (byId.size === 0) return [];
     const lrows = this.db
       .query<{ snapshot_id: number; key: string; value: string }, string[]>(
@@ -386,4 +386,9 @@ export class Store {
   countSnapshots(): number {
     return this.db.query<{ n: number }, []>("SELECT COUNT(*) AS n FROM snapshots").get()?.n ?? 0;
   }
+}
+
+/** A label map with no prototype: a `__proto__` label is stored, not dropped. */
+function noProto(): Labels {
+  return Object.create(null) as Labels;
 }
