@@ -130,13 +130,17 @@ export class ConnectionGuard {
     }
     this.inFlight++;
     let done = false;
+    const releaseBytes = (): void => {
+      if (peer) peer.bodyBytes -= charged;
+      charged = 0;
+    };
     const release = (): void => {
       if (done) return;
       done = true;
       clearTimeout(deadline);
       this.inFlight--;
+      releaseBytes();
       if (peer) {
-        peer.bodyBytes -= charged;
         if (--peer.streams === 0 && this.peers.has(peer.session)) this.arm(peer, this.limits.idleTimeoutMs, "idle");
       }
       if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
@@ -147,17 +151,33 @@ export class ConnectionGuard {
     const limits = this.limits;
     let timedOut: (() => void) | undefined;
     const expired = new Promise<never>((_, reject) => {
-      timedOut = () =>
+      timedOut = () => {
+        // The body is abandoned: its bytes stop counting now, not when the
+        // peer gets round to closing the stream.
+        releaseBytes();
         reject(
           new ConnectError(
             `request body not received within ${limits.requestBodyTimeoutMs} ms (REQUEST_BODY_TIMEOUT_MS)`,
             Code.DeadlineExceeded,
           ),
         );
+      };
     });
     expired.catch(() => {});
     const deadline = setTimeout(() => timedOut?.(), limits.requestBodyTimeoutMs);
-    req.once("end", () => clearTimeout(deadline));
+    let bodyEnded = false;
+    req.once("end", () => {
+      bodyEnded = true;
+      clearTimeout(deadline);
+    });
+    // Answered: the call holds nothing more. If the peer has not finished
+    // sending (refused, timed out), reset the stream (NO_ERROR, after the
+    // complete response) so it stops; unread data is bounded by the stream's
+    // flow-control window meanwhile.
+    res.once("finish", () => {
+      release();
+      if (!bodyEnded) setImmediate(() => req.stream.close(http2.constants.NGHTTP2_NO_ERROR));
+    });
 
     const inner = req[Symbol.asyncIterator].bind(req);
     // Envelope parser state: bytes still to skip of the current message, and
