@@ -4,6 +4,7 @@
  * Connect's adapter and sees every session and every stream.
  */
 import * as http2 from "node:http2";
+import { Readable } from "node:stream";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { RpcLogger } from "./rpc-log.ts";
 
@@ -123,107 +124,154 @@ export class ConnectionGuard {
    */
   admit(req: http2.Http2ServerRequest, res: http2.Http2ServerResponse): void {
     const peer = this.peers.get(req.stream.session as http2.ServerHttp2Session);
-    let charged = 0;
     if (peer) {
       if (peer.streams++ === 0) clearTimeout(peer.timer);
       peer.prefaced = true;
     }
     this.inFlight++;
-    let done = false;
-    const releaseBytes = (): void => {
-      if (peer) peer.bodyBytes -= charged;
-      charged = 0;
-    };
-    const release = (): void => {
-      if (done) return;
-      done = true;
-      clearTimeout(deadline);
-      this.inFlight--;
-      releaseBytes();
-      if (peer) {
-        if (--peer.streams === 0 && this.peers.has(peer.session)) this.arm(peer, this.limits.idleTimeoutMs, "idle");
-      }
-      if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
-    };
-    res.once("close", release);
-    req.stream.once("close", release);
-
-    const limits = this.limits;
-    let timedOut: (() => void) | undefined;
-    const expired = new Promise<never>((_, reject) => {
-      timedOut = () => {
-        // The body is abandoned: its bytes stop counting now, not when the
-        // peer gets round to closing the stream.
-        releaseBytes();
-        reject(
-          new ConnectError(
-            `request body not received within ${limits.requestBodyTimeoutMs} ms (REQUEST_BODY_TIMEOUT_MS)`,
-            Code.DeadlineExceeded,
-          ),
-        );
-      };
-    });
-    expired.catch(() => {});
-    const deadline = setTimeout(() => timedOut?.(), limits.requestBodyTimeoutMs);
-    let bodyEnded = false;
-    req.once("end", () => {
-      bodyEnded = true;
-      clearTimeout(deadline);
-    });
-    // Answered: the call holds nothing more. If the peer has not finished
-    // sending (refused, timed out), reset the stream (NO_ERROR, after the
-    // complete response) so it stops; unread data is bounded by the stream's
-    // flow-control window meanwhile.
+    const call = new Call(this, peer, req, performance.now() + this.limits.requestBodyTimeoutMs);
+    this.receiving.add(call);
+    this.sweepSoon();
+    req.once("end", () => this.receiving.delete(call));
+    const done = (): void => this.finish(call);
+    // "finish": answered (Bun may report "close" of a half-closed stream
+    // late); "close": reset or cut off.
+    res.once("finish", done);
+    res.once("close", done);
     res.once("finish", () => {
-      release();
-      if (!bodyEnded) setImmediate(() => req.stream.close(http2.constants.NGHTTP2_NO_ERROR));
+      // Answered before the peer finished sending (refused, timed out):
+      // reset the stream (NO_ERROR, after the complete response) so it
+      // stops; unread data is bounded by its flow-control window meanwhile.
+      if (this.receiving.delete(call)) req.stream.close(http2.constants.NGHTTP2_NO_ERROR);
     });
+    Object.defineProperty(req, Symbol.asyncIterator, { value: () => call.metered(), configurable: true });
+  }
 
-    const inner = req[Symbol.asyncIterator].bind(req);
-    // Envelope parser state: bytes still to skip of the current message, and
-    // a partly received 5-byte length prefix.
-    let skip = 0;
-    const head = new Uint8Array(GRPC_HEADER_BYTES);
-    let headFill = 0;
-    const charge = (n: number): void => {
-      if (!peer) return;
-      if (peer.bodyBytes + n > limits.connectionBodyBytes) {
-        throw new ConnectError(
-          `request messages in flight on this connection would reach ${peer.bodyBytes + n} bytes, ` +
-            `more than the limit of ${limits.connectionBodyBytes} (CONNECTION_BODY_BYTES)`,
-          Code.ResourceExhausted,
-        );
+  /** Calls whose request body has not ended, for the body timeout. */
+  private readonly receiving = new Set<Call>();
+  private sweeper: ReturnType<typeof setInterval> | undefined;
+
+  /** One timer for all bodies (not one per call): checks deadlines a few times per timeout. */
+  private sweepSoon(): void {
+    if (this.sweeper) return;
+    const every = Math.max(10, Math.floor(this.limits.requestBodyTimeoutMs / 8));
+    this.sweeper = setInterval(() => {
+      const now = performance.now();
+      for (const c of this.receiving) {
+        if (c.deadline > now) continue;
+        this.receiving.delete(c);
+        c.expire(this.limits.requestBodyTimeoutMs);
       }
-      peer.bodyBytes += n;
-      charged += n;
-    };
-    const meter = (chunk: Uint8Array): void => {
-      let i = 0;
-      while (i < chunk.length) {
-        if (skip > 0) {
-          const n = Math.min(skip, chunk.length - i);
-          skip -= n;
-          i += n;
-          continue;
-        }
-        head[headFill++] = chunk[i++]!;
-        if (headFill === GRPC_HEADER_BYTES) {
-          headFill = 0;
-          skip = new DataView(head.buffer).getUint32(1);
-          charge(skip + GRPC_HEADER_BYTES);
-        }
+      if (this.receiving.size === 0) {
+        clearInterval(this.sweeper);
+        this.sweeper = undefined;
       }
-    };
-    async function* metered(): AsyncGenerator<Uint8Array> {
-      const it = inner();
-      for (;;) {
-        const r = await Promise.race([it.next(), expired]);
-        if (r.done) return;
-        const chunk = r.value as Uint8Array;
-        meter(chunk);
-        yield chunk;
+    }, every);
+    this.sweeper.unref?.();
+  }
+
+  /** @internal Called once per call when it is answered or cut off. */
+  finish(call: Call): void {
+    if (call.finished) return;
+    call.finished = true;
+    this.receiving.delete(call);
+    call.releaseBytes();
+    this.inFlight--;
+    const peer = call.peer;
+    if (peer && --peer.streams === 0 && this.peers.has(peer.session)) this.arm(peer, this.limits.idleTimeoutMs, "idle");
+    if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
+  }
+
+  /** @internal The per-connection budget, for Call. */
+  get connectionBodyBytes(): number {
+    return this.limits.connectionBodyBytes;
+  }
+}
+
+/** One request stream: its charge against its connection's budget and its body's deadline. */
+class Call {
+  finished = false;
+  private charged = 0;
+  private expired: ConnectError | undefined;
+  /** Envelope parser: bytes still to skip of the current message, and a partly received length prefix. */
+  private skip = 0;
+  private readonly head = new Uint8Array(GRPC_HEADER_BYTES);
+  private headFill = 0;
+
+  constructor(
+    private readonly guard: ConnectionGuard,
+    readonly peer: Peer | undefined,
+    private readonly req: http2.Http2ServerRequest,
+    readonly deadline: number,
+  ) {}
+
+  releaseBytes(): void {
+    if (this.peer) this.peer.bodyBytes -= this.charged;
+    this.charged = 0;
+  }
+
+  /** The body did not arrive in time: fail the read Connect is waiting on. */
+  expire(ms: number): void {
+    // The body is abandoned: its bytes stop counting now, not when the peer
+    // gets round to closing the stream.
+    this.releaseBytes();
+    this.expired = new ConnectError(
+      `request body not received within ${ms} ms (REQUEST_BODY_TIMEOUT_MS)`,
+      Code.DeadlineExceeded,
+    );
+    // Fails the read Connect is waiting on.
+    this.wake?.(this.expired);
+  }
+
+  /** Rejects the pending read (set while one is pending). */
+  private wake: ((err: ConnectError) => void) | undefined;
+
+  async *metered(): AsyncGenerator<Uint8Array> {
+    const it = Readable.prototype[Symbol.asyncIterator].call(this.req);
+    for (;;) {
+      if (this.expired) throw this.expired;
+      const r = await new Promise<IteratorResult<unknown>>((resolve, reject) => {
+        this.wake = reject;
+        it.next().then(resolve, reject);
+      });
+      this.wake = undefined;
+      if (r.done) return;
+      const chunk = r.value as Uint8Array;
+      this.meter(chunk);
+      yield chunk;
+    }
+  }
+
+  private meter(chunk: Uint8Array): void {
+    let i = 0;
+    while (i < chunk.length) {
+      if (this.skip > 0) {
+        const n = Math.min(this.skip, chunk.length - i);
+        this.skip -= n;
+        i += n;
+        continue;
+      }
+      this.head[this.headFill++] = chunk[i++]!;
+      if (this.headFill === GRPC_HEADER_BYTES) {
+        this.headFill = 0;
+        this.skip = ((this.head[1]! << 24) >>> 0) + (this.head[2]! << 16) + (this.head[3]! << 8) + this.head[4]!;
+        this.charge(this.skip + GRPC_HEADER_BYTES);
       }
     }
-    Object.defineProperty(req, Symbol.asyncIterator, { value: metered, configurable: true });
+  }
+
+  private charge(n: number): void {
+    const peer = this.peer;
+    if (!peer) return;
+    const limit = this.guard.connectionBodyBytes;
+    if (peer.bodyBytes + n > limit) {
+      throw new ConnectError(
+        `request messages in flight on this connection would reach ${peer.bodyBytes + n} bytes, ` +
+          `more than the limit of ${limit} (CONNECTION_BODY_BYTES)`,
+        Code.ResourceExhausted,
+      );
+    }
+    peer.bodyBytes += n;
+    this.charged += n;
   }
 }
