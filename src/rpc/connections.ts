@@ -108,6 +108,7 @@ export class ConnectionGuard {
         // GOAWAY: a gRPC client reconnects on its next call.
         peer.session.close();
         peer.timer = setTimeout(() => this.drop(peer), ms);
+        peer.timer.unref?.();
       } else {
         this.drop(peer);
       }
@@ -133,17 +134,26 @@ export class ConnectionGuard {
     this.receiving.add(call);
     this.sweepSoon();
     req.once("end", () => this.receiving.delete(call));
-    const done = (): void => this.finish(call);
-    // "finish": answered (Bun may report "close" of a half-closed stream
-    // late); "close": reset or cut off.
-    res.once("finish", done);
-    res.once("close", done);
-    res.once("finish", () => {
+    // The call is over when its answer is complete (res.end: Bun reports
+    // "finish" of a half-closed stream only when the peer closes it) or the
+    // stream is cut off ("close").
+    const end = res.end;
+    res.end = ((...args: unknown[]) => {
+      const bodyPending = this.receiving.has(call);
+      this.finish(call);
+      const out: unknown = Reflect.apply(end, res, args);
       // Answered before the peer finished sending (refused, timed out):
-      // reset the stream (NO_ERROR, after the complete response) so it
-      // stops; unread data is bounded by its flow-control window meanwhile.
-      if (this.receiving.delete(call)) req.stream.close(http2.constants.NGHTTP2_NO_ERROR);
-    });
+      // discard what it sends -- unread data would never be acknowledged
+      // and would stall every other stream of the connection (the window is
+      // per connection too) -- and reset the stream (NO_ERROR, after the
+      // complete response) so it stops.
+      if (bodyPending) {
+        req.resume();
+        setImmediate(() => req.stream.close(http2.constants.NGHTTP2_NO_ERROR));
+      }
+      return out;
+    }) as typeof res.end;
+    res.once("close", () => this.finish(call));
     Object.defineProperty(req, Symbol.asyncIterator, { value: () => call.metered(), configurable: true });
   }
 

@@ -53,6 +53,7 @@ function opName(method: string): string {
 }
 
 function callInterceptor(log: RpcLogger, observe: CallObserver | undefined): Interceptor {
+  const debug = log.enabled?.("debug") ?? true;
   return (next) => async (req) => {
     const method = req.method.name;
     const op = opName(method);
@@ -62,13 +63,13 @@ function callInterceptor(log: RpcLogger, observe: CallObserver | undefined): Int
       const ms = performance.now() - t0;
       let ce: ConnectError | undefined;
       if (err === undefined) {
-        log.debug(op, { key, ms: round(ms) });
+        if (debug) log.debug(op, { key, ms: round(ms) });
       } else {
         ce = toConnectError(err, req.stream ? op : `${op} ${JSON.stringify(key)}`);
         // Expected conditions (not found, exists…) are containerd's business;
         // only failures we could not classify deserve an error log line.
         if (ce.code === Code.Internal) log.error(ce.rawMessage, { op, key, ms: round(ms), cause: errorText(err) });
-        else log.debug(op, { key, ms: round(ms), code: Code[ce.code] });
+        else if (debug) log.debug(op, { key, ms: round(ms), code: Code[ce.code] });
       }
       observe?.(method, ce === undefined ? "OK" : Code[ce.code], ms / 1000);
       return ce;

@@ -4,15 +4,17 @@
  * src/snapshotter/labels.ts; every request within them fits MAX_REQUEST_BYTES.
  *
  * Memory held for request bodies is bounded by
- * MAX_CONNECTIONS x CONNECTION_BODY_BYTES (256 MiB), whatever peers send.
+ * MAX_CONNECTIONS x CONNECTION_BODY_BYTES (264 MiB), whatever peers send.
  */
 
 /**
  * Largest request message accepted (gRPC readMaxBytes). A Prepare, Commit or
- * Update at the key and label caps (4 KiB keys, 256 KiB of labels) needs well
- * under this; larger is ResourceExhausted before it is buffered.
+ * Update at the key and label caps (4 KiB keys, 256 KiB of labels, even as
+ * many tiny labels each named in an Update's mask) needs well under this,
+ * and an over-cap key of 1 MiB still reaches the InvalidArgument check;
+ * larger is ResourceExhausted before it is buffered.
  */
-export const MAX_REQUEST_BYTES = 1024 * 1024;
+export const MAX_REQUEST_BYTES = 2 * 1024 * 1024;
 
 /** Largest reply message (containerd's proxy client accepts 16 MiB). */
 export const MAX_REPLY_BYTES = 16 * 1024 * 1024;
@@ -35,10 +37,11 @@ export const MAX_STREAMS_PER_CONNECTION = 100;
 
 /**
  * Request bytes in flight on one connection (counted from each message's
- * announced length, before it is buffered). A call that would exceed it is
+ * announced length, before it is buffered): one message of the largest size
+ * plus room for small calls beside it. A call that would exceed it is
  * ResourceExhausted; one connection cannot take memory from the others.
  */
-export const CONNECTION_BODY_BYTES = 2 * MAX_REQUEST_BYTES;
+export const CONNECTION_BODY_BYTES = MAX_REQUEST_BYTES + 64 * 1024;
 
 /** A request's body must arrive within this after its headers (slow senders hold memory). */
 export const REQUEST_BODY_TIMEOUT_MS = 10_000;

@@ -7,6 +7,8 @@ export type RpcLogFields = Record<string, string | number | bigint | boolean | n
 export interface RpcLogger {
   debug(msg: string, fields?: RpcLogFields): void;
   error(msg: string, fields?: RpcLogFields): void;
+  /** Whether debug lines are written; lets the per-call log line cost nothing when they are not. */
+  enabled?(level: "debug"): boolean;
 }
 
 export const silentRpcLogger: RpcLogger = { debug() {}, error() {} };

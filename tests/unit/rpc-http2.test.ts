@@ -254,3 +254,13 @@ test("the socket appears with its final mode (umask 000): no window with a wider
   // No private bind directory is left behind.
   expect(await fs.readdir(dir)).toEqual(["s.sock"]);
 }, 10_000);
+
+test("refused streams do not stall their connection: 40 huge announced bodies, then a call on the same connection", async () => {
+  const { server } = await serve();
+  const s = connect(server.address);
+  // Each sends 64 KiB: together far more than the connection's flow-control window.
+  const codes = await Promise.all(Array.from({ length: 40 }, () => partialCall(s, 16 * 2 ** 20 - 1, 64 * 1024)));
+  expect(new Set(codes)).toEqual(new Set([String(Code.ResourceExhausted)]));
+  const stat = new Uint8Array([0x12, 0x01, 0x6b]);
+  expect(await partialCall(s, stat.length, stat.length, stat)).toBe(String(Code.NotFound));
+});
