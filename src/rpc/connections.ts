@@ -4,6 +4,7 @@
  * Connect's adapter and sees every session and every stream.
  */
 import * as http2 from "node:http2";
+import type * as net from "node:net";
 import { Readable } from "node:stream";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { RpcLogger } from "./rpc-log.ts";
@@ -18,6 +19,8 @@ export interface GuardLimits {
 
 interface Peer {
   session: http2.ServerHttp2Session;
+  /** The connection itself: destroying only the session does not always close it under Bun. */
+  socket: net.Socket | undefined;
   /** Streams (calls) in flight. */
   streams: number;
   /** Announced request bytes of the calls in flight. */
@@ -52,6 +55,33 @@ export class ConnectionGuard {
     server.on("session", (session) => this.onSession(session));
   }
 
+  /** The connection being handed to the http2 server (its "session" event fires during the hand-over). */
+  private accepting: net.Socket | undefined;
+
+  /**
+   * Takes a new connection from the listener: evicts the oldest idle one at
+   * the cap (or refuses this one if every connection is busy), then hands it
+   * to the http2 server.
+   */
+  accept(socket: net.Socket, server: http2.Http2Server): void {
+    if (this.peers.size >= this.limits.maxConnections && !this.evictOne()) {
+      this.log.debug("connection refused: every connection is busy", { max: this.limits.maxConnections });
+      socket.destroy();
+      return;
+    }
+    this.accepting = socket;
+    try {
+      server.emit("connection", socket);
+    } finally {
+      this.accepting = undefined;
+    }
+  }
+
+  /** Cuts every connection off (shutdown, after the grace period). */
+  destroyAll(): void {
+    for (const p of [...this.peers.values()]) this.drop(p);
+  }
+
   /** Resolves once no call is in flight. */
   idle(): Promise<void> {
     if (this.inFlight === 0) return Promise.resolve();
@@ -59,13 +89,13 @@ export class ConnectionGuard {
   }
 
   private onSession(session: http2.ServerHttp2Session): void {
-    if (this.peers.size >= this.limits.maxConnections && !this.evictOne()) {
-      this.log.debug("connection refused: every connection is busy", { max: this.limits.maxConnections });
-      session.destroy();
-      return;
-    }
-    const peer: Peer = { session, streams: 0, bodyBytes: 0, prefaced: false, timer: undefined };
+    const socket = this.accepting;
+    const peer: Peer = { session, socket, streams: 0, bodyBytes: 0, prefaced: false, timer: undefined };
     this.peers.set(session, peer);
+    socket?.once("close", () => {
+      clearTimeout(peer.timer);
+      this.peers.delete(session);
+    });
     this.arm(peer, this.limits.handshakeTimeoutMs, "no HTTP/2 preface");
     session.once("remoteSettings", () => {
       peer.prefaced = true;
@@ -98,6 +128,7 @@ export class ConnectionGuard {
     clearTimeout(peer.timer);
     this.peers.delete(peer.session);
     peer.session.destroy();
+    peer.socket?.destroy();
   }
 
   private arm(peer: Peer, ms: number, why: string): void {

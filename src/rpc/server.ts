@@ -8,6 +8,7 @@
  * socket.ts, per-call work in interceptors.ts.
  */
 import * as http2 from "node:http2";
+import * as net from "node:net";
 import * as path from "node:path";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
@@ -126,15 +127,19 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   // peer's fault, hence only a debug line.
   server.on("sessionError", (err) => log.debug("http2 session error", { cause: errorText(err) }));
 
-  const ino = await bindSocket(server, socketPath, { mode: opts.socketMode ?? 0o600, ...(opts.socketGroup !== undefined ? { group: opts.socketGroup } : {}) });
+  // We accept connections ourselves and hand them to the http2 server, so
+  // the guard holds each socket and can close it for sure.
+  const listener = net.createServer((socket) => guard.accept(socket, server));
+  const ino = await bindSocket(listener, socketPath, { mode: opts.socketMode ?? 0o600, ...(opts.socketGroup !== undefined ? { group: opts.socketGroup } : {}) });
   // Later server errors must not become uncaught exceptions.
   server.on("error", (err) => log.error("rpc server error", { cause: errorText(err) }));
+  listener.on("error", (err) => log.error("rpc listener error", { cause: errorText(err) }));
   log.debug("listening", { socket: socketPath });
 
   let closing: Promise<void> | undefined;
   return {
     address: socketPath,
-    close: (graceMs) => (closing ??= closeGracefully(server, guard, shutdown, graceMs, socketPath, ino)),
+    close: (graceMs) => (closing ??= closeGracefully(listener, guard, shutdown, graceMs, socketPath, ino)),
   };
 }
 
@@ -194,12 +199,13 @@ function sendTrailersOnly(res: http2.Http2ServerResponse, code: Code, message: s
 }
 
 /**
- * Never waits on http2.Server.close's callback alone: under Bun it may never
- * come when a session was open (even after that session closed). Calls in
- * flight are counted by the guard instead, and every wait has a deadline.
+ * Never waits on a close callback alone: under Bun, http2.Server.close's may
+ * never come when a session was open (even after that session closed).
+ * Calls in flight are counted by the guard instead, and every wait has a
+ * deadline.
  */
 async function closeGracefully(
-  server: http2.Http2Server,
+  server: net.Server,
   guard: ConnectionGuard,
   shutdown: AbortController,
   graceMs: number,
@@ -218,7 +224,7 @@ async function closeGracefully(
   // Let the last answers reach their peers, then cut off whoever keeps a
   // connection open after GOAWAY.
   await untilNoSessions(guard, SHUTDOWN_FLUSH_MS);
-  for (const s of [...guard.sessions]) s.destroy();
+  guard.destroyAll();
   await Promise.race([closed, sleep(SHUTDOWN_FORCE_MS)]);
   await removeOwnSocket(socketPath, ino);
 }

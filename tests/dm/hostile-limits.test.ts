@@ -114,7 +114,12 @@ describe.skipIf(!env.available)("hostile limits (real daemon)", () => {
     const perCap = MAX_LABELS_TOTAL_BYTES / MAX_LABEL_BYTES;
     expect(await codeOf(c.prepare({ key: "big", labels: full(perCap + 1, "k") }))).toBe(Code.InvalidArgument);
     // The issue's 4,181 labels (16 MiB): over the message limit, refused before it is read.
-    expect(await codeOf(c.prepare({ key: "huge", labels: full(4181, "k") }))).toBe(Code.ResourceExhausted);
+    // (On a client of its own: after a refused 16 MiB upload Bun's http2 client may fail the
+    // stream with ENHANCE_YOUR_CALM on its side and spoil its connection -- see hostile.test.ts.)
+    const huge = await errorOf(snapshotsClient(cfg.address, { timeoutMs: 60_000 }).prepare({ key: "huge", labels: full(4181, "k") }));
+    console.log(`4181 labels (16 MiB): ${Code[huge.code]} ${huge.rawMessage.slice(0, 120)}`);
+    expect(huge.code === Code.ResourceExhausted || huge.rawMessage.includes("ENHANCE_YOUR_CALM")).toBe(true);
+    expect(await codeOf(c.stat({ key: "huge" }))).toBe(Code.NotFound);
     await c.prepare({ key: "capped", labels: full(perCap - 1, "k") });
     let grew = 0;
     for (let i = 0; i < 5; i++) {
@@ -149,6 +154,9 @@ describe.skipIf(!env.available)("hostile limits (real daemon)", () => {
     const peak = rssMiB();
     const served = await servedWithin(10_000);
     const codes = await Promise.all(held);
+    const hist: Record<string, number> = {};
+    for (const c of codes) hist[c] = (hist[c] ?? 0) + 1;
+    console.log(`near-limit streams by grpc-status: ${JSON.stringify(hist)}`);
     const refused = codes.filter((c) => c === String(Code.ResourceExhausted)).length;
     const timedOut = codes.filter((c) => c === String(Code.DeadlineExceeded)).length;
     dropPeers();
@@ -203,7 +211,10 @@ describe.skipIf(!env.available)("hostile limits (real daemon)", () => {
         status = String(h["grpc-status"]);
         resolve();
       });
-      req.on("close", () => resolve());
+      req.on("close", () => {
+        if (status === "") status = `closed rst=${req.rstCode}`;
+        resolve();
+      });
     });
     req.on("error", () => {});
     req.on("data", () => {});
