@@ -44,7 +44,7 @@ async function daemon(name: "on" | "off") {
   const pool = obs.wrapPool(new FakePool());
   const sn = await ThinSnapshotter.open(TEST_OPTIONS, { store, pool, format: async () => {}, onSpaceRefusal: obs.onSpaceRefusal });
   await obs.start({ pool, store, remover: sn.remover, reconcile: sn.lastReconcile, lowWaterMarkBlocks: null });
-  const server = await startServer({ socketPath: join(dir, `${name}.sock`), service: createSnapshotsService(sn), interceptors: obs.interceptors() });
+  const server = await startServer({ socketPath: join(dir, `${name}.sock`), service: createSnapshotsService(sn), observe: obs.observer() });
   const client = snapshotsClient(server.address);
   for (let i = 0; i < 100; i++) await client.prepare({ key: `default/1/key-${i}`, parent: "" });
   await client.prepare({ key: "default/1/parent-active", parent: "" });

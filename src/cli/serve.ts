@@ -15,6 +15,12 @@ import { flagHelp, type FlagSpec, type Parsed } from "./args.ts";
 import { CONFIG_FLAGS, configFromFlags } from "./config-flags.ts";
 import { Observability } from "../metrics/observability.ts";
 
+/**
+ * In-flight calls may finish for this long after SIGTERM; server.close then
+ * returns within a bounded flush (src/rpc/limits.ts), whatever clients do.
+ */
+const SHUTDOWN_GRACE_MS = 10_000;
+
 export const SERVE_FLAGS: Record<string, FlagSpec> = {
   ...CONFIG_FLAGS,
   help: { type: "boolean", help: "show this help" },
@@ -80,9 +86,9 @@ export async function serve(p: Parsed): Promise<number> {
     socketPath: cfg.address,
     socketMode: cfg.socketMode,
     socketGroup,
-    service: createSnapshotsService(sn, log),
+    service: createSnapshotsService(sn),
     log,
-    interceptors: obs.interceptors(),
+    observe: obs.observer(),
   });
   const st = pool.status();
   if (!st.errorIfNoSpace) {
@@ -102,7 +108,7 @@ export async function serve(p: Parsed): Promise<number> {
   sdNotify("READY=1");
   return waitForSignal(log, async () => {
     sdNotify("STOPPING=1");
-    await server.close(10_000);
+    await server.close(SHUTDOWN_GRACE_MS);
     await obs.close();
     await sn.close();
     kernel?.close();

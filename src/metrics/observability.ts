@@ -5,7 +5,7 @@
  *
  *   const obs = await Observability.create({ metricsAddress, log, limits });   (early: a bad address stops the start)
  *   deps: pool: obs.wrapPool(pool), kernel: obs.wrapKernel(kernel), onSpaceRefusal: obs.onSpaceRefusal
- *   rpc server interceptors: [...obs.interceptors(), ...others]   (outermost)
+ *   rpc server:            startServer({ observe: obs.observer() })
  *   await obs.start({ pool, store, remover: sn.remover, reconcile: sn.lastReconcile, lowWaterMarkBlocks })
  *   on shutdown: await obs.close()
  *
@@ -13,7 +13,7 @@
  * and prom-client is not even loaded (it costs ~60 ms of start-up, which
  * every CLI command would pay).
  */
-import type { Interceptor } from "@connectrpc/connect";
+import type { CallObserver } from "../rpc/interceptors.ts";
 import type { Logger } from "../log.ts";
 import type { ReconcileReport } from "../snapshotter/reconcile.ts";
 import type { KernelCalls, PoolApi } from "../snapshotter/pool-api.ts";
@@ -22,7 +22,6 @@ import type { Store } from "../store/store.ts";
 import { REVISION, VERSION } from "../version.ts";
 import { PoolWatch, POOL_WATCH_INTERVAL_MS } from "./pool-watch.ts";
 import type { Metrics } from "./registry.ts";
-import { metricsInterceptor } from "./rpc-interceptor.ts";
 import { formatMetricsAddress, parseMetricsAddress, type MetricsAddress } from "./address.ts";
 import { startMetricsServer, type RunningMetricsServer } from "./server.ts";
 import { SpaceLog } from "./space-log.ts";
@@ -96,9 +95,10 @@ export class Observability {
     this.spaceLog.refused(resource, message);
   };
 
-  /** Put first in the RPC server's interceptors (outermost: it must see the final gRPC code). */
-  interceptors(): Interceptor[] {
-    return this.metrics ? [metricsInterceptor(this.metrics)] : [];
+  /** The RPC server's call observer (thinsnap_rpc_*); none with metrics off. */
+  observer(): CallObserver | undefined {
+    const m = this.metrics;
+    return m ? (method, code, seconds) => m.rpc(method, code, seconds) : undefined;
   }
 
   /** Starts the pool watcher and, with metrics on, the gauges' readers and the /metrics server. */

@@ -3,16 +3,35 @@
  *
  * Built on node:http2 (h2c, prior knowledge -- what grpc-go speaks over unix
  * sockets) and Connect's node adapter. Bun.serve is not used: it cannot send
- * HTTP/2 trailers, and gRPC carries its status in trailers.
+ * HTTP/2 trailers, and gRPC carries its status in trailers. Limits are in
+ * limits.ts, per-peer accounting in connections.ts, the socket file in
+ * socket.ts, per-call work in interceptors.ts.
  */
-import * as fs from "node:fs/promises";
 import * as http2 from "node:http2";
 import * as net from "node:net";
 import * as path from "node:path";
 import { Code, ConnectError, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { Snapshots } from "./gen/containerd/services/snapshots/v1/snapshots_pb.ts";
-import { errorText, type RpcLogger } from "./service.ts";
+import { ConnectionGuard } from "./connections.ts";
+import { rpcInterceptors, type CallObserver } from "./interceptors.ts";
+import {
+  CONNECTION_BODY_BYTES,
+  HANDSHAKE_TIMEOUT_MS,
+  IDLE_TIMEOUT_MS,
+  MAX_CONNECTIONS,
+  MAX_HEADER_LIST_BYTES,
+  MAX_HEADER_PAIRS,
+  MAX_REPLY_BYTES,
+  MAX_REQUEST_BYTES,
+  MAX_STREAMS_PER_CONNECTION,
+  REQUEST_BODY_TIMEOUT_MS,
+  SESSION_MEMORY_MIB,
+  SHUTDOWN_FLUSH_MS,
+  SHUTDOWN_FORCE_MS,
+} from "./limits.ts";
+import { errorText, silentRpcLogger, type RpcLogger } from "./rpc-log.ts";
+import { bindSocket, removeOwnSocket } from "./socket.ts";
 
 export interface ServerOptions {
   socketPath: string;
@@ -21,41 +40,52 @@ export interface ServerOptions {
   /** Group owning the socket (with a 0o660 mode, lets that group connect). */
   socketGroup?: number;
   service: ServiceImpl<typeof Snapshots>;
-  /** Per-message limit in both directions; gRPC's usual default is 4 MiB. */
+  /** Overrides both message limits (tests); default MAX_REQUEST_BYTES in, MAX_REPLY_BYTES out. */
   maxMessageBytes?: number;
   log?: RpcLogger;
-  /** Outermost first (issue 14: the metrics interceptor). */
-  interceptors?: Interceptor[];
+  /** Sees every finished call (metrics). */
+  observe?: CallObserver;
+  /** Overrides of limits.ts for tests. */
+  limits?: Partial<ServerLimits>;
 }
+
+export interface ServerLimits {
+  maxConnections: number;
+  maxStreamsPerConnection: number;
+  connectionBodyBytes: number;
+  requestBodyTimeoutMs: number;
+  handshakeTimeoutMs: number;
+  idleTimeoutMs: number;
+}
+
+const DEFAULT_LIMITS: ServerLimits = {
+  maxConnections: MAX_CONNECTIONS,
+  maxStreamsPerConnection: MAX_STREAMS_PER_CONNECTION,
+  connectionBodyBytes: CONNECTION_BODY_BYTES,
+  requestBodyTimeoutMs: REQUEST_BODY_TIMEOUT_MS,
+  handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
+  idleTimeoutMs: IDLE_TIMEOUT_MS,
+};
 
 export interface RunningServer {
   /** The socket path, as it goes into containerd's proxy_plugins address. */
   readonly address: string;
   /**
    * Stops accepting connections, lets in-flight calls finish for up to
-   * graceMs, then cuts the rest off and removes the socket file.
+   * graceMs, answers the rest Unavailable, then cuts every connection off
+   * and removes the socket file. Returns within graceMs + SHUTDOWN_FLUSH_MS
+   * + SHUTDOWN_FORCE_MS (plus a little), whatever the peers do.
    */
   close(graceMs: number): Promise<void>;
 }
 
-const DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
-const PROBE_TIMEOUT_MS = 1000;
-/** After the grace period: time for the Unavailable answers to go out. */
-const FLUSH_MS = 250;
-
-const silent: RpcLogger = { debug() {}, error() {} };
-
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const socketPath = path.resolve(opts.socketPath);
-  const log = opts.log ?? silent;
-  const maxBytes = opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+  const log = opts.log ?? silentRpcLogger;
+  const limits = { ...DEFAULT_LIMITS, ...opts.limits };
 
-  // Only a directory we create gets 0700; an existing one is the admin's.
-  await fs.mkdir(path.dirname(socketPath), { recursive: true, mode: 0o700 });
-  await removeStaleSocket(socketPath);
-
-  // Aborted when the grace period runs out: handlers race their work against
-  // it (service.ts) and answer Unavailable instead of being cut off.
+  // Aborted when the grace period runs out: the interceptor races each call
+  // against it, so stragglers answer Unavailable instead of being cut off.
   const shutdown = new AbortController();
   const adapter = connectNodeAdapter({
     routes: (router) => router.service(Snapshots, opts.service),
@@ -64,55 +94,52 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     grpc: true,
     grpcWeb: false,
     connect: false,
-    readMaxBytes: maxBytes,
-    writeMaxBytes: maxBytes,
+    readMaxBytes: opts.maxMessageBytes ?? MAX_REQUEST_BYTES,
+    writeMaxBytes: opts.maxMessageBytes ?? MAX_REPLY_BYTES,
     shutdownSignal: shutdown.signal,
-    interceptors: opts.interceptors ?? [], // issue 14
+    interceptors: rpcInterceptors({ log, ...(opts.observe ? { observe: opts.observe } : {}) }),
   });
 
-  const server = http2.createServer((req, res) => {
-    reportParseErrorsAsInvalidArgument(res);
-    try {
-      adapter(req, res);
-    } catch (err) {
-      // The adapter throws synchronously for requests it cannot even
-      // describe (an :authority that URL() rejects); an exception here
-      // would be uncaught and kill the process.
-      log.debug("rejecting malformed request", { cause: errorText(err) });
-      sendTrailersOnly(res, Code.InvalidArgument, "malformed request");
-    }
-  });
-
-  const sessions = new Set<http2.ServerHttp2Session>();
-  server.on("session", (session) => {
-    sessions.add(session);
-    session.on("close", () => sessions.delete(session));
-  });
+  const guard = new ConnectionGuard(limits, log);
+  const server = http2.createServer(
+    {
+      maxSessionMemory: SESSION_MEMORY_MIB,
+      maxHeaderListPairs: MAX_HEADER_PAIRS,
+      settings: { maxConcurrentStreams: limits.maxStreamsPerConnection, maxHeaderListSize: MAX_HEADER_LIST_BYTES },
+    },
+    (req, res) => {
+      guard.admit(req, res);
+      reportParseErrorsAsInvalidArgument(res);
+      try {
+        adapter(req, res);
+      } catch (err) {
+        // The adapter throws synchronously for requests it cannot even
+        // describe (an :authority that URL() rejects); an exception here
+        // would be uncaught and kill the process.
+        log.debug("rejecting malformed request", { cause: errorText(err) });
+        sendTrailersOnly(res, Code.InvalidArgument, "malformed request");
+      }
+    },
+  );
+  guard.attach(server);
   // A peer sending garbage frames costs it its session, never the process.
   // The http2 server forwards every session's "error" here; it is the
   // peer's fault, hence only a debug line.
   server.on("sessionError", (err) => log.debug("http2 session error", { cause: errorText(err) }));
 
-  await listen(server, socketPath);
+  // We accept connections ourselves and hand them to the http2 server, so
+  // the guard holds each socket and can close it for sure.
+  const listener = net.createServer((socket) => guard.accept(socket, server));
+  const ino = await bindSocket(listener, socketPath, { mode: opts.socketMode ?? 0o600, ...(opts.socketGroup !== undefined ? { group: opts.socketGroup } : {}) });
   // Later server errors must not become uncaught exceptions.
   server.on("error", (err) => log.error("rpc server error", { cause: errorText(err) }));
-  // The socket exists with umask permissions until this chmod; the 0700
-  // parent directory (when we create it) keeps that window closed.
-  try {
-    await fs.chmod(socketPath, opts.socketMode ?? 0o600);
-    if (opts.socketGroup !== undefined) await fs.chown(socketPath, -1, opts.socketGroup);
-  } catch (err) {
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-    await fs.rm(socketPath, { force: true });
-    throw err;
-  }
-  const { ino } = await fs.stat(socketPath);
+  listener.on("error", (err) => log.error("rpc listener error", { cause: errorText(err) }));
   log.debug("listening", { socket: socketPath });
 
   let closing: Promise<void> | undefined;
   return {
     address: socketPath,
-    close: (graceMs) => (closing ??= closeGracefully(server, sessions, shutdown, graceMs, socketPath, ino)),
+    close: (graceMs) => (closing ??= closeGracefully(listener, guard, shutdown, graceMs, socketPath, ino)),
   };
 }
 
@@ -137,12 +164,17 @@ function reportParseErrorsAsInvalidArgument(res: http2.Http2ServerResponse): voi
     if (
       String(trailers["grpc-status"]) === String(Code.Internal) &&
       typeof msg === "string" &&
-      CLIENT_FAULT_PREFIXES.some((p) => safeDecode(msg).startsWith(p))
+      CLIENT_FAULT_PREFIXES.some((p) => withoutOp(safeDecode(msg)).startsWith(p))
     ) {
       trailers = { ...trailers, "grpc-status": String(Code.InvalidArgument) };
     }
     addTrailers(trailers);
   };
+}
+
+/** The interceptor prefixes messages with the method ("list: parse binary: …"). */
+function withoutOp(msg: string): string {
+  return msg.replace(/^[a-z]+: /, "");
 }
 
 function safeDecode(s: string): string {
@@ -167,111 +199,41 @@ function sendTrailersOnly(res: http2.Http2ServerResponse, code: Code, message: s
 }
 
 /**
- * A socket file left by a crashed daemon would make listen() fail with
- * EADDRINUSE, so it is removed -- but only after checking that nobody
- * answers on it: deleting a live server's socket would silently orphan it.
+ * Never waits on a close callback alone: under Bun, http2.Server.close's may
+ * never come when a session was open (even after that session closed).
+ * Calls in flight are counted by the guard instead, and every wait has a
+ * deadline.
  */
-async function removeStaleSocket(socketPath: string): Promise<void> {
-  let st;
-  try {
-    st = await fs.lstat(socketPath);
-  } catch (err) {
-    if (errnoCode(err) === "ENOENT") return;
-    throw err;
-  }
-  if (!st.isSocket()) {
-    throw new Error(`${socketPath} exists and is not a socket; refusing to replace it`);
-  }
-  if (await answers(socketPath)) {
-    throw new Error(`another server is already listening on ${socketPath}`);
-  }
-  await fs.rm(socketPath, { force: true });
-}
-
-/** True if something accepts connections on the socket (or might: timeout). */
-function answers(socketPath: string): Promise<boolean> {
-  return new Promise((resolve, reject) => {
-    const sock = net.connect(socketPath);
-    const done = (result: boolean | Error): void => {
-      clearTimeout(timer);
-      sock.destroy();
-      if (result instanceof Error) reject(result);
-      else resolve(result);
-    };
-    // Unsure means live: refusing to start is recoverable, stealing is not.
-    const timer = setTimeout(() => done(true), PROBE_TIMEOUT_MS);
-    sock.once("connect", () => done(true));
-    sock.once("error", (err) => {
-      const code = errnoCode(err);
-      if (code === "ECONNREFUSED" || code === "ENOENT") done(false);
-      else done(new Error(`cannot probe ${socketPath}: ${err.message}`, { cause: err }));
-    });
-  });
-}
-
-function listen(server: http2.Http2Server, socketPath: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onError = (err: Error): void => reject(err);
-    server.once("error", onError);
-    server.listen(socketPath, () => {
-      server.off("error", onError);
-      resolve();
-    });
-  });
-}
-
 async function closeGracefully(
-  server: http2.Http2Server,
-  sessions: Set<http2.ServerHttp2Session>,
+  server: net.Server,
+  guard: ConnectionGuard,
   shutdown: AbortController,
   graceMs: number,
   socketPath: string,
   ino: number,
 ): Promise<void> {
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-  // GOAWAY: clients open no new streams, running ones may finish; an idle
-  // session closes at once.
-  for (const s of sessions) s.close();
-
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const expired = new Promise<"expired">((resolve) => {
-    timer = setTimeout(() => resolve("expired"), graceMs);
-  });
-  const drained = closed.then(() => "drained" as const);
-  let outcome = await Promise.race([drained, expired]);
-  clearTimeout(timer);
-  if (outcome === "expired") {
-    // Handlers race their work against this signal (service.ts), so the
-    // stragglers answer Unavailable -- which containerd treats as retryable --
-    // and the sessions can finish on their own within the flush window.
+  // GOAWAY: clients open no new streams, running ones may finish.
+  for (const s of guard.sessions) s.close();
+  await Promise.race([guard.idle(), sleep(graceMs)]);
+  if (guard.calls > 0) {
+    // Stragglers answer Unavailable (retryable for containerd) within the flush window.
     shutdown.abort(new ConnectError("server shutting down", Code.Unavailable));
-    outcome = await Promise.race([drained, sleep(FLUSH_MS).then(() => "expired" as const)]);
+    await Promise.race([guard.idle(), sleep(SHUTDOWN_FLUSH_MS)]);
   }
-  if (outcome === "expired") {
-    for (const s of sessions) s.destroy();
-    await closed;
-  }
+  // Let the last answers reach their peers, then cut off whoever keeps a
+  // connection open after GOAWAY.
+  await untilNoSessions(guard, SHUTDOWN_FLUSH_MS);
+  guard.destroyAll();
+  await Promise.race([closed, sleep(SHUTDOWN_FORCE_MS)]);
   await removeOwnSocket(socketPath, ino);
 }
 
-/**
- * Removes the socket unless another server has replaced it meanwhile (same
- * path, different inode): that one is not ours to delete.
- */
-async function removeOwnSocket(socketPath: string, ino: number): Promise<void> {
-  try {
-    const st = await fs.lstat(socketPath);
-    if (st.ino === ino) await fs.rm(socketPath, { force: true });
-  } catch (err) {
-    if (errnoCode(err) !== "ENOENT") throw err;
-  }
+async function untilNoSessions(guard: ConnectionGuard, ms: number): Promise<void> {
+  const end = performance.now() + ms;
+  while (!guard.sessions.next().done && performance.now() < end) await sleep(10);
 }
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-function errnoCode(err: unknown): string | undefined {
-  if (err instanceof Error && "code" in err && typeof err.code === "string") return err.code;
-  return undefined;
 }

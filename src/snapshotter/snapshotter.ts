@@ -29,7 +29,7 @@ import { silentLogger, type Logger } from "../log.ts";
 import type { DeviceRow, SnapshotRow, Store } from "../store/store.ts";
 import { MatchBudget, matchesWithin } from "../filters/match.ts";
 import { parseFiltersAsync } from "../filters/parser.ts";
-import { applyLabelUpdate, FSTYPE_LABEL, validateLabels, withoutEmpty } from "./labels.ts";
+import { applyLabelUpdate, FSTYPE_LABEL, validateKey, validateLabels, withoutEmpty } from "./labels.ts";
 import { inlineKernelCalls, type Formatter, type KernelCalls, type MappingInfo, type PoolApi, type PoolStatus } from "./pool-api.ts";
 import { KeyedLock } from "../keyed-lock.ts";
 import { killPoint } from "./kill-points.ts";
@@ -37,7 +37,7 @@ import { enospcResource, spaceNumbers, spaceRefusal, type SpaceRefusal, type Spa
 import { BASE_MAPPED_META, exclusiveBytes } from "./usage.ts"; // issue 14
 import { reconcile, type ReconcileReport } from "./reconcile.ts";
 import { Remover } from "./remover.ts";
-import type { Info, Kind, Labels, Mount, SnapshotOpts, Snapshotter, Usage } from "./types.ts";
+import type { CommitOpts, Info, Kind, Labels, Mount, SnapshotOpts, Snapshotter, Usage } from "./types.ts";
 
 export interface SnapshotterOptions {
   poolName: string;
@@ -191,7 +191,6 @@ export class ThinSnapshotter implements Snapshotter {
 
   private updateNow(info: Pick<Info, "name" | "labels">, fieldpaths: string[]): Info {
     this.assertOpen();
-    validateLabels(info.labels);
     return this.store.tx(() => {
       const row = this.mustGet(info.name);
       const labels = applyLabelUpdate(this.store.labels(row.id), info.labels, fieldpaths, info.name);
@@ -202,20 +201,22 @@ export class ThinSnapshotter implements Snapshotter {
     });
   }
 
-  async commit(name: string, key: string, opts: SnapshotOpts = {}): Promise<void> {
+  async commit(name: string, key: string, opts: CommitOpts = {}): Promise<void> {
     return this.locks.run([name, key], () => this.commitNow(name, key, opts));
   }
 
-  private async commitNow(name: string, key: string, opts: SnapshotOpts): Promise<void> {
+  private async commitNow(name: string, key: string, opts: CommitOpts): Promise<void> {
     this.assertOpen();
     if (name === "") throw invalidArgument("committed snapshot name must not be empty");
-    const labels = withoutEmpty(opts.labels ?? {});
-    validateLabels(labels);
+    validateKey(name, "name");
     // containerd checks the new name first, then the key, then its kind.
     if (this.store.getSnapshot(name)) throw alreadyExists(`snapshot "${name}" already exists`);
     const row = this.mustGet(key);
     if (row.kind !== "active") throw failedPrecondition(`snapshot "${key}" is ${row.kind}, not active: cannot commit it`);
+    checkCommitParent(key, row.parentName, opts.parent ?? "");
     const dev = this.mustDevice(row);
+    const labels = { ...withoutEmpty(opts.labels ?? {}), [FSTYPE_LABEL]: dev.fsType };
+    validateLabels(labels);
 
     // Make the writes durable (pool metadata committed), then measure.
     let open = false;
@@ -237,7 +238,7 @@ export class ThinSnapshotter implements Snapshotter {
     killPoint("commit.after-fsync");
     const now = this.now();
     this.store.tx(() => {
-      this.store.commitSnapshot(row.id, name, { ...labels, [FSTYPE_LABEL]: dev.fsType }, now, mapped);
+      this.store.commitSnapshot(row.id, name, labels, now, mapped);
       this.store.setDeviceActive(dev.thinId, false);
     });
     killPoint("commit.after-store");
@@ -330,7 +331,7 @@ export class ThinSnapshotter implements Snapshotter {
     this.assertOpen();
     // containerd's metadata layer refuses empty keys; "" as a name could never be a parent.
     if (key === "") throw invalidArgument("snapshot key must not be empty");
-    validateLabels(rawLabels);
+    validateKey(key);
     if (this.store.getSnapshot(key)) throw alreadyExists(`snapshot "${key}" already exists`);
     let parentRow: SnapshotRow | null = null;
     let origin: DeviceRow;
@@ -350,6 +351,7 @@ export class ThinSnapshotter implements Snapshotter {
     const now = this.now();
     const fsType = origin.fsType;
     const labels = { ...withoutEmpty(rawLabels), [FSTYPE_LABEL]: fsType };
+    validateLabels(labels);
     // The intent row must be durable before the kernel call, unless its id
     // lies in the reserved window: then start-up deletes the id from the pool
     // if a power cut lost the row (Store.nextThinId).
@@ -658,4 +660,24 @@ export class ThinSnapshotter implements Snapshotter {
 /** The `code` of a Node-style system error (fs calls throw those), if any. */
 function errorCode(e: unknown): string | undefined {
   return e instanceof Error && "code" in e && typeof e.code === "string" ? e.code : undefined;
+}
+
+/**
+ * containerd 2.2+ may name a parent on Commit (CommitSnapshotRequest.parent):
+ * its metadata layer forwards a client's WithParent whenever the active
+ * snapshot had none, for any snapshotter. The built-in snapshotters accept
+ * the same parent, refuse a different one, and adopt one when they had none.
+ * A thin device cannot adopt a parent: its blocks are a snapshot of the
+ * device it was created from, so that case is refused (thinsnap never
+ * declares the "rebase" capability).
+ */
+function checkCommitParent(key: string, current: string, requested: string): void {
+  if (requested === "" || requested === current) return;
+  if (current === "") {
+    throw failedPrecondition(
+      `cannot commit "${key}" onto parent "${requested}": it was prepared without a parent, and a thin device ` +
+        `cannot adopt one (no rebase support); prepare it from "${requested}" instead`,
+    );
+  }
+  throw invalidArgument(`cannot commit "${key}" onto parent "${requested}": its parent is "${current}"`);
 }

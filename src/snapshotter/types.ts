@@ -25,6 +25,16 @@ export interface SnapshotOpts {
   labels?: Labels;
 }
 
+export interface CommitOpts extends SnapshotOpts {
+  /**
+   * containerd 2.2+ (CommitSnapshotRequest.parent): the parent the committed
+   * snapshot must have. "" = keep the current one; the same = accepted; a
+   * different one = InvalidArgument; one for a parentless snapshot =
+   * FailedPrecondition (a thin device cannot adopt a parent).
+   */
+  parent?: string;
+}
+
 export interface Snapshotter {
   stat(key: string): Promise<Info>;
   /** fieldpaths: [] = replace all labels; "labels" or "labels.<k>". */
@@ -33,7 +43,7 @@ export interface Snapshotter {
   mounts(key: string): Promise<Mount[]>;
   prepare(key: string, parent: string, opts?: SnapshotOpts): Promise<Mount[]>;
   view(key: string, parent: string, opts?: SnapshotOpts): Promise<Mount[]>;
-  commit(name: string, key: string, opts?: SnapshotOpts): Promise<void>;
+  commit(name: string, key: string, opts?: CommitOpts): Promise<void>;
   remove(key: string): Promise<void>;
   /** Calls fn for every snapshot matching any of the filters (OR); [] = all. */
   walk(fn: (info: Info) => void | Promise<void>, filters: string[]): Promise<void>;

@@ -349,7 +349,7 @@ export class Store {
   }
 
   labels(id: number): Labels {
-    const out: Labels = {};
+    const out = noProto();
     for (const r of this.db
       .query<{ key: string; value: string }, [number]>("SELECT key, value FROM labels WHERE snapshot_id = ?")
       .all(id)) {
@@ -382,7 +382,7 @@ export class Store {
       .query<RawSnapshot, string[]>(`SELECT ${SNAPSHOT_COLUMNS} FROM ${SNAPSHOT_FROM} WHERE ${made} ORDER BY s.id`)
       .all(...params);
     const byId = new Map<number, { row: SnapshotRow; labels: Labels }>();
-    for (const r of rows) byId.set(r.id, { row: toSnapshot(r), labels: {} });
+    for (const r of rows) byId.set(r.id, { row: toSnapshot(r), labels: noProto() });
     if (byId.size === 0) return { rows: [], exact };
     const lrows = this.db
       .query<{ snapshot_id: number; key: string; value: string }, string[]>(
@@ -480,4 +480,9 @@ interface RawInventory {
   dm_name: string | null;
   size_bytes: number | bigint | null;
   device_state: DeviceState | null;
+}
+
+/** A label map with no prototype: a `__proto__` label is stored, not dropped. */
+function noProto(): Labels {
+  return Object.create(null) as Labels;
 }

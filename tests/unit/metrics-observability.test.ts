@@ -70,7 +70,7 @@ describe("Observability", () => {
     const server: RunningServer = await startServer({
       socketPath: `${dir}/ts.sock`,
       service: createSnapshotsService(sn),
-      interceptors: obs.interceptors(),
+      observe: obs.observer(),
     });
     cleanups.push(async () => {
       await server.close(100);
@@ -126,7 +126,7 @@ describe("Observability", () => {
     expect(obs.metrics).toBeNull();
     expect(obs.boundAddress).toBeNull();
     expect(pool).toBe(fake);
-    expect(obs.interceptors()).toEqual([]);
+    expect(obs.observer()).toBeUndefined();
     await client.prepare({ key: "a", parent: "" });
     fake.mode = "ro";
     expect(await failure(client.prepare({ key: "b", parent: "" }))).toContain("is ro");

@@ -1,4 +1,5 @@
 /** Hostile sizes and names: labels over the limits, messages over 16 MiB, big-but-legal label maps, odd and huge keys. */
+import { MAX_LABELS_TOTAL_BYTES } from "../../../src/snapshotter/labels.ts";
 import { expect, test } from "bun:test";
 import { Code, codeName, ConnectError, listAll, outcomeOf, snapshotsClient, type SnapshotsClient } from "../../kit/client.ts";
 import type { Hostile } from "./harness.ts";
@@ -34,19 +35,22 @@ export function inputTests(h: Hostile): void {
       if (again !== "ok" && !again.includes("ENHANCE_YOUR_CALM")) finding(`stat after a refused 17MiB call, same conn: ${again}`);
       await typed("stat after a refused 17MiB call, new conn", fresh().stat({ key: "h-c" }), ["ok"]);
       expect(d.running).toBe(true);
-      // 7 MiB of legal labels on two snapshots: Stat works, and List (one batch of both)?
+      // 7 MiB of labels is over the per-snapshot cap (and the request limit): refused, nothing made.
       const seven: Record<string, string> = {};
       for (let i = 0; i < 1800; i++) seven[`l${i}`] = "y".repeat(3990);
-      await typed("prepare 7MiB labels", fresh().prepare({ key: "h-lab1", labels: seven }), ["ok"]);
-      await typed("view 7MiB labels", fresh().view({ key: "h-lab2", parent: "h-c", labels: seven }), ["ok"]);
-      await typed("stat 7MiB labels", fresh().stat({ key: "h-lab1" }), ["ok"]);
+      await typed("prepare 7MiB labels", fresh().prepare({ key: "h-lab1", labels: seven }), [Code.ResourceExhausted, Code.InvalidArgument]);
+      await typed("stat after refused 7MiB labels", fresh().stat({ key: "h-lab1" }), [Code.NotFound]);
+      // The most that is legal (MAX_LABELS_TOTAL_BYTES) on three snapshots: Stat and List work.
+      const most: Record<string, string> = {};
+      for (let i = 0; i < Math.floor(MAX_LABELS_TOTAL_BYTES / 4000); i++) most[`l${i}`] = "y".repeat(4000 - `l${i}`.length);
+      await typed("prepare labels at the cap", fresh().prepare({ key: "h-lab1", labels: most }), ["ok"]);
+      await typed("view labels at the cap", fresh().view({ key: "h-lab2", parent: "h-c", labels: most }), ["ok"]);
+      await typed("stat labels at the cap", fresh().stat({ key: "h-lab1" }), ["ok"]);
       const t0 = performance.now();
-      const lo = await typed("list with 14MiB of labels", listAll(fresh()), ["ok"]);
-      await typed("list one 7MiB snapshot", listAll(fresh(), ["name==h-lab1"]), ["ok"]);
-      // a third pushes one List batch past the 16 MiB message limit
-      await typed("prepare 7MiB labels (3rd)", fresh().prepare({ key: "h-lab3", labels: seven }), ["ok"]);
-      const lo3 = await typed("list with 21MiB of labels", listAll(fresh()), ["ok"]);
-      console.log(`list with big label maps: 2 snapshots -> ${codeName(lo)}, 3 snapshots -> ${codeName(lo3)} (${Math.round(performance.now() - t0)} ms)`);
+      await typed("prepare labels at the cap (3rd)", fresh().prepare({ key: "h-lab3", labels: most }), ["ok"]);
+      const lo3 = await typed("list 3 snapshots with labels at the cap", listAll(fresh()), ["ok"]);
+      await typed("list one snapshot with labels at the cap", listAll(fresh(), ["name==h-lab1"]), ["ok"]);
+      console.log(`list with big label maps: 3 snapshots at the cap -> ${codeName(lo3)} (${Math.round(performance.now() - t0)} ms)`);
       for (const k of ["h-lab1", "h-lab2", "h-lab3"]) await typed(`remove ${k}`, fresh().remove({ key: k }), ["ok", Code.NotFound]);
       expect(d.running).toBe(true);
     },

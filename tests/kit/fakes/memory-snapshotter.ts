@@ -9,7 +9,7 @@ import {
   invalidArgument,
   notFound,
 } from "../../../src/errors.ts";
-import type { Info, Kind, Labels, Mount, SnapshotOpts, Snapshotter, Usage } from "../../../src/snapshotter/types.ts";
+import type { CommitOpts, Info, Kind, Labels, Mount, SnapshotOpts, Snapshotter, Usage } from "../../../src/snapshotter/types.ts";
 
 export type Op = Exclude<keyof Snapshotter, "close">;
 
@@ -110,7 +110,11 @@ export class MemorySnapshotter implements Snapshotter {
     return info;
   }
 
-  async commit(name: string, key: string, opts?: SnapshotOpts): Promise<void> {
+  /** The options of the last Commit call, as the RPC layer passed them. */
+  lastCommitOpts: CommitOpts | undefined;
+
+  async commit(name: string, key: string, opts?: CommitOpts): Promise<void> {
+    this.lastCommitOpts = opts;
     await this.enter("commit");
     const active = this.get(key);
     if (active.kind !== "active") throw failedPrecondition(`snapshot ${key} is not active`);
