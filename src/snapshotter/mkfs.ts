@@ -3,11 +3,10 @@
  * base (not per snapshot). lost+found is removed here, once, so that
  * parentless snapshots start empty without a temporary mount per Prepare.
  */
-import { mkdtempSync, readFileSync, rmdirSync, existsSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { rmdirSync, existsSync } from "node:fs";
 import { join } from "node:path";
-import { mount, umount } from "../sys/libc.ts";
 import { killPoint } from "../testing/kill-point.ts";
+import { unmountStale, withTempMount } from "./temp-mount.ts";
 
 const TEMP_MOUNT_PREFIX = "thinsnap-base-";
 
@@ -37,19 +36,14 @@ export async function formatDevice(devicePath: string, fsType: string, fsOptions
   }
   const [code, out, err] = await Promise.all([proc.exited, new Response(proc.stdout).text(), new Response(proc.stderr).text()]);
   if (code !== 0) throw new Error(`${cmd.join(" ")} failed (exit ${code}): ${(err || out).trim()}`);
-  if (fsType !== "xfs") removeLostFound(devicePath, fsType);
+  if (fsType !== "xfs") await removeLostFound(devicePath, fsType);
 }
 
-function removeLostFound(devicePath: string, fsType: string): void {
-  const dir = mkdtempSync(join(tmpdir(), TEMP_MOUNT_PREFIX));
-  mount(devicePath, dir, fsType);
-  try {
+function removeLostFound(devicePath: string, fsType: string): Promise<void> {
+  return withTempMount(TEMP_MOUNT_PREFIX, devicePath, fsType, "", (dir) => {
     killPoint("base.while-mounted");
     if (existsSync(join(dir, "lost+found"))) rmdirSync(join(dir, "lost+found"));
-  } finally {
-    umount(dir);
-    rmdirSync(dir);
-  }
+  });
 }
 
 /**
@@ -58,14 +52,5 @@ function removeLostFound(devicePath: string, fsType: string): void {
  * half-made base device busy forever. Returns the mount points removed.
  */
 export function unmountStaleBaseMounts(mountinfo = "/proc/self/mountinfo"): string[] {
-  const prefix = join(tmpdir(), TEMP_MOUNT_PREFIX);
-  const stale = readFileSync(mountinfo, "utf8")
-    .split("\n")
-    .map((l) => l.split(" ")[4] ?? "")
-    .filter((m) => m.startsWith(prefix));
-  for (const m of stale) {
-    umount(m);
-    rmdirSync(m);
-  }
-  return stale;
+  return unmountStale(TEMP_MOUNT_PREFIX, mountinfo);
 }

@@ -17,6 +17,7 @@ import { Errno, isErrno } from "../dm/errors.ts";
 import type { Logger } from "../log.ts";
 import type { Store } from "../store/store.ts";
 import type { PoolApi } from "./pool-api.ts";
+import { unmountInterruptedGrows } from "./grow-repair.ts";
 
 export interface ReconcileReport {
   rolledBack: number;
@@ -82,6 +83,7 @@ export function reconcile(
     if (unsure === 0) store.tx(() => store.clearThinIdWindow());
   }
 
+  unmountInterruptedGrows(log); // before the roll-backs: a grow's temp mount holds its device open
   for (const dev of store.devicesInState("creating")) {
     const info = pool.info(dev.dmName);
     if (info && info.openCount > 0) {

@@ -30,7 +30,9 @@ import type { DeviceRow, SnapshotRow, Store } from "../store/store.ts";
 import { MatchBudget, matchesWithin } from "../filters/match.ts";
 import { parseFiltersAsync } from "../filters/parser.ts";
 import { applyLabelUpdate, FSTYPE_LABEL, validateLabels, withoutEmpty } from "./labels.ts";
-import { inlineKernelCalls, type Formatter, type KernelCalls, type MappingInfo, type PoolApi, type PoolStatus } from "./pool-api.ts";
+import { inlineKernelCalls, type Formatter, type FsGrower, type KernelCalls, type MappingInfo, type PoolApi, type PoolStatus } from "./pool-api.ts";
+import { growFilesystem } from "./grow.ts";
+import { FS_SIZE_LABEL, requestedSize, SIZE_LABEL, targetSize, type SizeLimits } from "./max-size.ts";
 import { KeyedLock } from "../keyed-lock.ts";
 import { killPoint } from "../testing/kill-point.ts";
 import { reconcile, type ReconcileReport } from "./reconcile.ts";
@@ -48,12 +50,19 @@ export interface SnapshotterOptions {
   minFreeSpace: bigint;
   /** …or below this percentage of the pool (null: not used). */
   minFreeSpacePercent: number | null;
+  /**
+   * The largest containerd.io/snapshot/max-size a client may ask for (config
+   * max_size_limit); null or absent: the pool's data size.
+   */
+  maxSizeLimit?: bigint | null;
 }
 
 export interface SnapshotterDeps {
   store: Store;
   pool: PoolApi;
   format: Formatter;
+  /** Grows a filesystem whose snapshot asked for a larger size (default: grow.ts, online resize). */
+  grow?: FsGrower;
   log?: Logger;
   now?: () => number;
   /** Names of all device-mapper devices, so start-up can remove stray mappings of ours. */
@@ -74,6 +83,7 @@ export class ThinSnapshotter implements Snapshotter {
   private readonly store: Store;
   private readonly pool: PoolApi;
   private readonly calls: KernelCalls;
+  private readonly grower: FsGrower;
   private readonly locks = new KeyedLock();
   private readonly log: Logger;
   private readonly now: () => number;
@@ -87,6 +97,7 @@ export class ThinSnapshotter implements Snapshotter {
     this.store = deps.store;
     this.pool = deps.pool;
     this.calls = deps.kernel ?? inlineKernelCalls(deps.pool);
+    this.grower = deps.grow ?? growFilesystem;
     this.log = deps.log ?? silentLogger;
     this.now = deps.now ?? Date.now;
     this.remover = new Remover(this.store, this.pool, this.calls, this.log);
@@ -232,7 +243,7 @@ export class ThinSnapshotter implements Snapshotter {
     killPoint("commit.after-fsync");
     const now = this.now();
     this.store.tx(() => {
-      this.store.commitSnapshot(row.id, name, { ...labels, [FSTYPE_LABEL]: dev.fsType }, now, mapped);
+      this.store.commitSnapshot(row.id, name, { ...labels, ...deviceLabels(dev) }, now, mapped);
       this.store.setDeviceActive(dev.thinId, false);
     });
     killPoint("commit.after-store");
@@ -340,11 +351,18 @@ export class ThinSnapshotter implements Snapshotter {
       if (!this.base) throw unavailable("the base device is not ready");
       origin = this.base;
     }
-    this.checkSpace(`${kind === "view" ? "view" : "prepare"} "${key}"`);
+    const op = `${kind === "view" ? "view" : "prepare"} "${key}"`;
+    const requested = requestedSize(rawLabels, () => this.sizeLimits(op));
+    const sizeBytes = targetSize(requested, origin, parentRow ? `parent "${parent}"` : "the base device");
+    const grows = sizeBytes > origin.sizeBytes;
+    this.checkSpace(op);
 
     const now = this.now();
     const fsType = origin.fsType;
-    const labels = { ...withoutEmpty(rawLabels), [FSTYPE_LABEL]: fsType };
+    // A grown device's filesystem size is known once grown; children inherit their origin's.
+    const fsBytes = grows ? null : origin.fsBytes;
+    const labels = { ...withoutEmpty(rawLabels), ...deviceLabels({ fsType, sizeBytes, fsBytes }) };
+    let snapshotId = 0;
     // The intent row must be durable before the kernel call, unless its id
     // lies in the reserved window: then start-up deletes the id from the pool
     // if a power cut lost the row (Store.nextThinId).
@@ -357,13 +375,14 @@ export class ThinSnapshotter implements Snapshotter {
         role: "snapshot",
         state: "creating",
         originId: origin.thinId,
-        sizeBytes: origin.sizeBytes,
+        sizeBytes,
         fsType,
         active: true,
         discard: false,
+        fsBytes,
       };
       this.store.insertDevice(d);
-      this.store.insertSnapshot(
+      snapshotId = this.store.insertSnapshot(
         { name: key, parentId: parentRow?.id ?? null, kind, createdMs: now, updatedMs: now, thinId, mappedBytes: null },
         labels,
       );
@@ -382,15 +401,26 @@ export class ThinSnapshotter implements Snapshotter {
       killPoint("prepare.after-create-snap");
       await this.calls.activate(dev.dmName, dev.thinId, dev.sizeBytes);
       killPoint("prepare.after-activate");
+      // The device is mapped at its new size from the start; its filesystem
+      // is grown while the device is still 'creating', so a crash in
+      // between rolls the whole Prepare back.
+      const grown = grows ? await this.grower(`/dev/mapper/${dev.dmName}`, fsType, sizeBytes) : null;
       // Not fsynced: lost only on power loss, where reconcile then rolls the
       // Prepare back cleanly (from the intent row, or from the window).
-      this.store.txRelaxed(() => this.store.setDeviceState(dev.thinId, "ready"));
+      this.store.txRelaxed(() => {
+        if (grown === null) {
+          this.store.setDeviceState(dev.thinId, "ready");
+          return;
+        }
+        this.store.setDeviceReady(dev.thinId, grown);
+        this.store.replaceLabels(snapshotId, { ...labels, ...deviceLabels({ fsType, sizeBytes, fsBytes: grown }) });
+      });
       killPoint("prepare.after-ready");
     } catch (e) {
       this.rollbackCreate(dev, e);
       // An id the pool already had is now reserved: try the next one.
       if (isErrno(e, Errno.EEXIST) && attempt < 3) return this.create(kind, key, parent, rawLabels, attempt + 1);
-      throw this.mapError(e, `${kind === "view" ? "view" : "prepare"} "${key}"`);
+      throw this.mapError(e, op);
     }
     return this.mountsOf({ kind, thinId: dev.thinId }, dev);
   }
@@ -438,6 +468,15 @@ export class ThinSnapshotter implements Snapshotter {
       });
       this.remover.kick(100);
     }
+  }
+
+  /** What a max-size label may ask for on this pool. */
+  private sizeLimits(op: string): SizeLimits {
+    const blockSize = this.pool.blockSize();
+    const own = this.opts.maxSizeLimit ?? null;
+    if (own !== null) return { blockSize, limit: own, limitSource: "max_size_limit" };
+    const poolBytes = this.cachedStatus(op).totalDataBlocks * blockSize;
+    return { blockSize, limit: poolBytes, limitSource: `the pool's data size; set max_size_limit to allow more` };
   }
 
   private statusCache: { at: number; st: PoolStatus } | null = null;
@@ -566,6 +605,7 @@ export class ThinSnapshotter implements Snapshotter {
         fsType: this.opts.fsType,
         active: true,
         discard: false,
+        fsBytes: null,
       };
       this.store.insertDevice(d);
       return d;
@@ -637,4 +677,18 @@ export class ThinSnapshotter implements Snapshotter {
   private assertOpen(): void {
     if (this.closed) throw unavailable("snapshotter is closed");
   }
+}
+
+/**
+ * The labels thinsnap keeps on a snapshot: its filesystem type (every one, as
+ * containerd's devmapper) and, on one grown by a max-size label or descended
+ * from one, its device's and its filesystem's sizes.
+ */
+function deviceLabels(d: Pick<DeviceRow, "fsType" | "sizeBytes" | "fsBytes">): Labels {
+  const out: Labels = { [FSTYPE_LABEL]: d.fsType };
+  if (d.fsBytes !== null) {
+    out[SIZE_LABEL] = String(d.sizeBytes);
+    out[FS_SIZE_LABEL] = String(d.fsBytes);
+  }
+  return out;
 }

@@ -26,6 +26,9 @@ export const KILL_POINTS = [
   "base.after-intent",
   "base.while-mounted",
   "base.after-format",
+  "grow.while-mounted",
+  "grow.after-resize",
+  "grow.after-umount",
 ] as const;
 export type KillPoint = (typeof KILL_POINTS)[number];
 

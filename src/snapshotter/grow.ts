@@ -1,0 +1,76 @@
+/**
+ * Growing a new snapshot's filesystem to fill its (larger) thin device, in
+ * place: no reformat, no copy. The device is mounted privately on a temp
+ * directory and the filesystem's own online-resize ioctl is called — the
+ * same call resize2fs and xfs_growfs make on a mounted filesystem, without a
+ * fork and exec of them. Online resize works whatever state the filesystem
+ * was committed in (mounting replays a journal a frozen Commit left), which
+ * offline resize2fs refuses; xfs can only grow online.
+ *
+ * Crash safety is the create's: the device is still 'creating' in the store
+ * during all of this, so start-up rolls it back (grow-repair.ts unmounts a
+ * temp mount a kill left first).
+ */
+import { closeSync, constants, openSync, readSync } from "node:fs";
+import { ptr as addressOf } from "bun:ffi";
+import { errno, libc, SyscallError } from "../sys/libc.ts";
+import { killPoint } from "../testing/kill-point.ts";
+import { fsGeometry, SUPERBLOCK_SPAN, type FsGeometry } from "./fs-geometry.ts";
+import { withTempMount } from "./temp-mount.ts";
+
+/** Directory-name prefix of grow mounts (grow-repair.ts finds those a kill left). */
+export const GROW_MOUNT_PREFIX = "thinsnap-grow-";
+
+// include/uapi/linux/fs.h … ext4.h and xfs_fs.h: _IOW('f', 16, __u64), _IOW('X', 110, struct xfs_growfs_data)
+const EXT4_IOC_RESIZE_FS = 0x40086610n;
+const XFS_IOC_FSGROWFSDATA = 0x4010586en;
+
+/** The filesystem's geometry as on the device now (read with a fresh open, after every mount of it ended). */
+export function readGeometry(devicePath: string, fsType: string): FsGeometry {
+  const fd = openSync(devicePath, constants.O_RDONLY);
+  try {
+    const buf = Buffer.alloc(SUPERBLOCK_SPAN);
+    const n = readSync(fd, buf, 0, SUPERBLOCK_SPAN, 0);
+    return fsGeometry(buf.subarray(0, n), fsType);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function ioctl(fd: number, req: bigint, arg: Uint8Array | BigUint64Array, op: string, path: string): void {
+  if (libc().ioctl(fd, req, BigInt(addressOf(arg))) < 0) throw new SyscallError(op, path, errno());
+}
+
+/**
+ * Grows the filesystem on `devicePath` to fill `sizeBytes` (its device's
+ * size); returns the filesystem's size afterwards (at most sizeBytes).
+ */
+export async function growFilesystem(devicePath: string, fsType: string, sizeBytes: bigint): Promise<bigint> {
+  const before = readGeometry(devicePath, fsType);
+  const blocks = sizeBytes / before.blockSize;
+  if (blocks > before.blocks) {
+    // xfs: a snapshot shares its origin's UUID, which may be mounted too.
+    const data = fsType === "xfs" ? "nouuid" : "";
+    await withTempMount(GROW_MOUNT_PREFIX, devicePath, fsType, data, (dir) => {
+      killPoint("grow.while-mounted");
+      const fd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+      try {
+        if (fsType === "xfs") {
+          // struct xfs_growfs_data { __u64 newblocks; __u32 imaxpct; } — imaxpct passed back unchanged
+          const arg = new Uint8Array(16);
+          const v = new DataView(arg.buffer);
+          v.setBigUint64(0, blocks, true);
+          v.setUint32(8, before.imaxPct, true);
+          ioctl(fd, XFS_IOC_FSGROWFSDATA, arg, "XFS_IOC_FSGROWFSDATA", devicePath);
+        } else {
+          ioctl(fd, EXT4_IOC_RESIZE_FS, new BigUint64Array([blocks]), "EXT4_IOC_RESIZE_FS", devicePath);
+        }
+      } finally {
+        closeSync(fd);
+      }
+      killPoint("grow.after-resize");
+    });
+    killPoint("grow.after-umount");
+  }
+  return readGeometry(devicePath, fsType).bytes;
+}
