@@ -1,0 +1,142 @@
+/**
+ * containerd.io/snapshot/max-size on a real thin-pool, ext4 and xfs: a
+ * container snapshot grown from a small base to 1 GiB in place, its data,
+ * its committed child, refusals, a kill inside the grow, and what the grow
+ * costs next to a plain child Prepare (printed).
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { readFileSync, statSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { dm as env } from "./env.ts";
+import { realBackend, withMount, writeBytes, type RealBackend } from "./backend.ts";
+import { expectCode } from "../shared/semantics.ts";
+import { sh } from "./pool-fixture.ts";
+import { FS_SIZE_LABEL, MAX_SIZE_LABEL, SIZE_LABEL } from "../../src/snapshotter/max-size.ts";
+import { GROW_MOUNT_PREFIX } from "../../src/snapshotter/grow.ts";
+
+const MiB = 1n << 20n;
+const GiB = 1n << 30n;
+const maxSize = (n: bigint) => ({ labels: { [MAX_SIZE_LABEL]: String(n) } });
+
+/** The mounted filesystem's size as df reports it (bytes). */
+function dfSize(dir: string): bigint {
+  const out = sh("df", ["-B1", "--output=size", dir]).trim().split("\n");
+  return BigInt(out[out.length - 1]!.trim());
+}
+
+const growMounts = (): string[] =>
+  readFileSync("/proc/self/mountinfo", "utf8")
+    .split("\n")
+    .map((l) => l.split(" ")[4] ?? "")
+    .filter((m) => m.includes(GROW_MOUNT_PREFIX));
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+for (const fsType of ["ext4", "xfs"] as const) {
+  // mkfs.xfs refuses filesystems below 300 MB
+  const base = fsType === "xfs" ? 320n * MiB : 64n * MiB;
+
+  describe.skipIf(!env.available)(`max-size on ${fsType} (base ${base / MiB} MiB)`, () => {
+    let b: RealBackend;
+    beforeAll(async () => {
+      b = await realBackend(`tsmax${fsType}`, { fsType, baseImageSize: base }, { dataSize: 3 * 2 ** 30 });
+      await writeBytes(await b.sn.prepare("l1", ""), 64 << 10, "from-layer");
+      await b.sn.commit("layer", "l1");
+    });
+    afterAll(async () => {
+      await b?.destroy();
+    });
+
+    test("a grown Prepare costs less than a plain child Prepare (printed)", async () => {
+      const plain: number[] = [];
+      const grown: number[] = [];
+      for (let i = 0; i < 3; i++) {
+        let t = performance.now();
+        await b.sn.prepare(`plain${i}`, "layer");
+        plain.push(performance.now() - t);
+        t = performance.now();
+        await b.sn.prepare(`grown${i}`, "layer", maxSize(GiB));
+        grown.push(performance.now() - t);
+      }
+      const p = median(plain);
+      const g = median(grown);
+      console.log(
+        `max-size ${fsType}: plain child Prepare ${p.toFixed(1)} ms, grown Prepare (${base / MiB} MiB -> 1 GiB) ` +
+          `${g.toFixed(1)} ms, the grow ${(g - p).toFixed(1)} ms (medians of 3; plain ${plain.map((x) => x.toFixed(0))}, grown ${grown.map((x) => x.toFixed(0))})`,
+      );
+      for (let i = 0; i < 3; i++) {
+        await b.sn.remove(`plain${i}`);
+        await b.sn.remove(`grown${i}`);
+      }
+    });
+
+    test("a container snapshot with max-size 1 GiB mounts ~1 GiB, holds 800 MiB, its committed child keeps 1 GiB", async () => {
+      const m = await b.sn.prepare("ctr", "layer", maxSize(GiB));
+      const st = await b.sn.stat("ctr");
+      expect(st.labels[MAX_SIZE_LABEL]).toBe(String(GiB));
+      expect(st.labels[SIZE_LABEL]).toBe(String(GiB));
+      const fsBytes = BigInt(st.labels[FS_SIZE_LABEL]!);
+      expect(fsBytes).toBeLessThanOrEqual(GiB);
+      expect(fsBytes).toBeGreaterThan(GiB - 16n * MiB);
+      expect(sh("blockdev", ["--getsize64", m[0]!.source]).trim()).toBe(String(GiB));
+      await withMount(m, (dir) => {
+        const df = dfSize(dir);
+        console.log(`max-size ${fsType}: df size ${df} bytes, filesystem ${fsBytes} bytes, device ${GiB} bytes`);
+        expect(df).toBeGreaterThan((GiB * 9n) / 10n);
+        expect(df).toBeLessThanOrEqual(GiB);
+        expect(statSync(`${dir}/from-layer`).size).toBe(64 << 10); // the parent's data is there
+        sh("dd", ["if=/dev/zero", `of=${dir}/big`, "bs=4M", "count=200", "conv=fsync", "status=none"]);
+        expect(statSync(`${dir}/big`).size).toBe(800 * 2 ** 20);
+      });
+      const u = await b.sn.usage("ctr");
+      expect(u.size).toBeGreaterThanOrEqual(800n * MiB);
+
+      await b.sn.commit("ctr-c", "ctr");
+      const c = await b.sn.stat("ctr-c");
+      expect([c.labels[SIZE_LABEL], c.labels[FS_SIZE_LABEL]]).toEqual([String(GiB), String(fsBytes)]);
+      const cm = await b.sn.prepare("ctr-child", "ctr-c"); // no label: inherits 1 GiB
+      expect((await b.sn.stat("ctr-child")).labels[SIZE_LABEL]).toBe(String(GiB));
+      await withMount(cm, (dir) => {
+        expect(dfSize(dir)).toBeGreaterThan((GiB * 9n) / 10n);
+        expect(statSync(`${dir}/big`).size).toBe(800 * 2 ** 20);
+      });
+      // the 800 MiB and the grow's metadata belong to ctr-c, not to its child
+      expect((await b.sn.usage("ctr-child")).size).toBeLessThan(8n * MiB);
+      // a plain layer child keeps the base size and gets no size labels
+      await b.sn.prepare("plain", "layer");
+      expect((await b.sn.stat("plain")).labels[SIZE_LABEL]).toBeUndefined();
+    });
+
+    test("a smaller max-size is refused; a malformed one too", async () => {
+      await expectCode(b.sn.prepare("small", "ctr-c", maxSize(512n * MiB)), "invalid_argument", String(GiB));
+      await expectCode(b.sn.prepare("small", "layer", maxSize(base / 2n)), "invalid_argument", String(base));
+      await expectCode(b.sn.prepare("bad", "layer", { labels: { [MAX_SIZE_LABEL]: "1G" } }), "invalid_argument", "decimal");
+      await expectCode(b.sn.prepare("huge", "layer", maxSize(1n << 50n)), "invalid_argument", "max_size_limit");
+      await expectCode(b.sn.stat("small"), "not_found");
+    });
+
+    const points = fsType === "ext4" ? ["grow.while-mounted", "grow.after-resize", "grow.after-umount"] : ["grow.while-mounted"];
+    test(`a kill inside the grow (${points.join(", ")}) is rolled back at start-up`, async () => {
+      for (const point of points) {
+        await b.sn.close();
+        const r = spawnSync(
+          process.execPath,
+          [`${import.meta.dir}/max-size-child.ts`, b.tp.name, b.root, fsType, String(base), "killed", "layer", String(GiB)],
+          { env: { ...process.env, THINSNAP_TEST_KILL_AT: point }, encoding: "utf8" },
+        );
+        expect(r.signal).toBe("SIGKILL");
+        expect(r.stderr).toContain(`SIGKILL at ${point}`);
+        if (point !== "grow.after-umount") expect(growMounts().length).toBe(1);
+        const sn = await b.reopen();
+        expect(growMounts()).toEqual([]);
+        expect(sn.lastReconcile?.rolledBack).toBe(1);
+        await expectCode(sn.stat("killed"), "not_found");
+        // and a grown Prepare works again
+        await withMount(await sn.prepare("again", "layer", maxSize(GiB)), (dir) => {
+          expect(dfSize(dir)).toBeGreaterThan((GiB * 9n) / 10n);
+        });
+        await sn.remove("again");
+      }
+    });
+  });
+}
