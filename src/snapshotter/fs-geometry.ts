@@ -12,6 +12,13 @@ export interface FsGeometry {
   bytes: bigint;
   /** xfs: the inode space limit in percent (a grow must pass it back unchanged); ext4: 0 */
   imaxPct: number;
+  /**
+   * ext: consistent on disk — valid, no errors, no journal to replay, no
+   * orphans — as after an unmount or a freeze (a Commit while mounted), so
+   * an offline resize is safe (a journal replayed after it would undo it).
+   * xfs: false.
+   */
+  clean: boolean;
 }
 
 /** Bytes from the device's start that hold the superblock of every supported filesystem. */
@@ -21,6 +28,10 @@ export const SUPERBLOCK_SPAN = 4096;
 const EXT_SB = 1024;
 const EXT_MAGIC = 0xef53;
 const EXT_INCOMPAT_64BIT = 0x80;
+const EXT_INCOMPAT_RECOVER = 0x4;
+const EXT_RO_COMPAT_ORPHAN_PRESENT = 0x10000;
+const EXT_VALID_FS = 1;
+const EXT_ERROR_FS = 2;
 
 // xfs: struct xfs_dsb at byte 0, big-endian.
 const XFS_MAGIC = 0x58465342; // "XFSB"
@@ -43,15 +54,23 @@ export function fsGeometry(buf: Uint8Array, fsType: string): FsGeometry {
       if (magic !== EXT_MAGIC) throw new SuperblockError(fsType, `magic 0x${magic.toString(16)}`);
       const blockSize = 1024n << BigInt(v.getUint32(EXT_SB + 24, true));
       let blocks = BigInt(v.getUint32(EXT_SB + 4, true));
-      if (v.getUint32(EXT_SB + 96, true) & EXT_INCOMPAT_64BIT) blocks |= BigInt(v.getUint32(EXT_SB + 0x150, true)) << 32n;
-      return { blockSize, blocks, bytes: blocks * blockSize, imaxPct: 0 };
+      const incompat = v.getUint32(EXT_SB + 96, true);
+      if (incompat & EXT_INCOMPAT_64BIT) blocks |= BigInt(v.getUint32(EXT_SB + 0x150, true)) << 32n;
+      const state = v.getUint16(EXT_SB + 58, true);
+      const clean =
+        (state & EXT_VALID_FS) !== 0 &&
+        (state & EXT_ERROR_FS) === 0 &&
+        (incompat & EXT_INCOMPAT_RECOVER) === 0 &&
+        (v.getUint32(EXT_SB + 100, true) & EXT_RO_COMPAT_ORPHAN_PRESENT) === 0 &&
+        v.getUint32(EXT_SB + 232, true) === 0;
+      return { blockSize, blocks, bytes: blocks * blockSize, imaxPct: 0, clean };
     }
     case "xfs": {
       const magic = v.getUint32(0, false);
       if (magic !== XFS_MAGIC) throw new SuperblockError(fsType, `magic 0x${magic.toString(16)}`);
       const blockSize = BigInt(v.getUint32(4, false));
       const blocks = v.getBigUint64(8, false);
-      return { blockSize, blocks, bytes: blocks * blockSize, imaxPct: v.getUint8(XFS_IMAX_PCT) };
+      return { blockSize, blocks, bytes: blocks * blockSize, imaxPct: v.getUint8(XFS_IMAX_PCT), clean: false };
     }
     default:
       throw new SuperblockError(fsType, "unsupported filesystem type");

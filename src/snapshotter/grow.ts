@@ -1,15 +1,21 @@
 /**
  * Growing a new snapshot's filesystem to fill its (larger) thin device, in
- * place: no reformat, no copy. The device is mounted privately on a temp
- * directory and the filesystem's own online-resize ioctl is called — the
- * same call resize2fs and xfs_growfs make on a mounted filesystem, without a
- * fork and exec of them. Online resize works whatever state the filesystem
- * was committed in (mounting replays a journal a frozen Commit left), which
- * offline resize2fs refuses; xfs can only grow online.
+ * place: no reformat, no copy. Two ways, the faster one that is safe
+ * (measured in the guest, 64 MiB -> 1 GiB ext4: offline resize2fs ~0.4 s,
+ * the online ioctl ~0.75 s, resize2fs on the mounted filesystem ~2.5 s):
+ *  - ext4 unmounted cleanly (its parent was unmounted before Commit, as
+ *    containerd does): `resize2fs -f` offline. -f only skips resize2fs's
+ *    "fsck first" demand, which a fresh snapshot of a clean filesystem
+ *    needs no more than its parent did; we check cleanness ourselves.
+ *  - otherwise (xfs, which only grows online; an ext4 committed while
+ *    mounted, whose journal must be replayed first): mount privately on a
+ *    temp directory and call the filesystem's online-resize ioctl — the call
+ *    resize2fs / xfs_growfs make, without their fork and exec.
  *
  * Crash safety is the create's: the device is still 'creating' in the store
  * during all of this, so start-up rolls it back (grow-repair.ts unmounts a
- * temp mount a kill left first).
+ * temp mount a kill left first; a resize2fs that outlived us keeps the
+ * device open, and reconcile queues it for the remover).
  */
 import { closeSync, constants, openSync, readSync } from "node:fs";
 import { ptr as addressOf } from "bun:ffi";
@@ -41,6 +47,18 @@ function ioctl(fd: number, req: bigint, arg: Uint8Array | BigUint64Array, op: st
   if (libc().ioctl(fd, req, BigInt(addressOf(arg))) < 0) throw new SyscallError(op, path, errno());
 }
 
+async function resize2fsOffline(devicePath: string): Promise<void> {
+  const cmd = ["resize2fs", "-f", devicePath];
+  let proc;
+  try {
+    proc = Bun.spawn(cmd, { stdout: "pipe", stderr: "pipe" });
+  } catch (e) {
+    throw new Error(`cannot run resize2fs: ${(e as Error).message} (install e2fsprogs)`);
+  }
+  const [code, out, err] = await Promise.all([proc.exited, new Response(proc.stdout).text(), new Response(proc.stderr).text()]);
+  if (code !== 0) throw new Error(`${cmd.join(" ")} failed (exit ${code}): ${(err || out).trim()}`);
+}
+
 /**
  * Grows the filesystem on `devicePath` to fill `sizeBytes` (its device's
  * size); returns the filesystem's size afterwards (at most sizeBytes).
@@ -48,7 +66,10 @@ function ioctl(fd: number, req: bigint, arg: Uint8Array | BigUint64Array, op: st
 export async function growFilesystem(devicePath: string, fsType: string, sizeBytes: bigint): Promise<bigint> {
   const before = readGeometry(devicePath, fsType);
   const blocks = sizeBytes / before.blockSize;
-  if (blocks > before.blocks) {
+  if (blocks > before.blocks && fsType === "ext4" && before.clean) {
+    await resize2fsOffline(devicePath);
+    killPoint("grow.after-resize");
+  } else if (blocks > before.blocks) {
     // xfs: a snapshot shares its origin's UUID, which may be mounted too.
     const data = fsType === "xfs" ? "nouuid" : "";
     await withTempMount(GROW_MOUNT_PREFIX, devicePath, fsType, data, (dir) => {

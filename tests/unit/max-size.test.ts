@@ -105,7 +105,19 @@ describe("superblocks", () => {
     const small = mkfs(["mkfs.ext4", "-q", "-F"], 64 << 20)!;
     expect(fsGeometry(small, "ext4")).toMatchObject({ blocks: 65536n, bytes: 64n * MiB });
     const big = mkfs(["mkfs.ext4", "-q", "-F", "-b", "4096"], 96 << 20)!;
-    expect(fsGeometry(big, "ext4")).toEqual({ blockSize: 4096n, blocks: 24576n, bytes: 96n * MiB, imaxPct: 0 });
+    expect(fsGeometry(big, "ext4")).toEqual({ blockSize: 4096n, blocks: 24576n, bytes: 96n * MiB, imaxPct: 0, clean: true });
+    // not clean, so never resized offline: a journal to replay, mounted (not VALID), errors, orphans
+    const dirty = (off: number, bytes: number[]): boolean => {
+      const b2 = Uint8Array.from(small);
+      b2.set(bytes, 1024 + off);
+      return fsGeometry(b2, "ext4").clean;
+    };
+    expect(dirty(96, [small[1024 + 96]! | 0x4])).toBe(false);
+    expect(dirty(58, [0, 0])).toBe(false);
+    expect(dirty(58, [3, 0])).toBe(false);
+    expect(dirty(232, [12, 0, 0, 0])).toBe(false);
+    expect(dirty(100, [small[1024 + 100]!, small[1024 + 101]!, small[1024 + 102]! | 0x1, small[1024 + 103]!])).toBe(false);
+    expect(dirty(58, [1, 0])).toBe(true);
   });
 
   test.skipIf(spawnSync("mkfs.xfs", ["-V"]).status !== 0)("xfs", () => {
@@ -114,6 +126,7 @@ describe("superblocks", () => {
     expect(g.bytes).toBe(320n * MiB);
     expect(g.blockSize).toBe(4096n);
     expect(g.imaxPct).toBeGreaterThan(0);
+    expect(g.clean).toBe(false); // xfs grows online only
   });
 
   test("not a superblock / too short / unknown type", () => {
