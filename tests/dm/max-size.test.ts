@@ -5,7 +5,8 @@
  * costs next to a plain child Prepare (printed).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { spawnSync } from "node:child_process";
 import { dm as env } from "./env.ts";
 import { realBackend, withMount, writeBytes, type RealBackend } from "./backend.ts";
@@ -13,6 +14,9 @@ import { expectCode } from "../shared/semantics.ts";
 import { sh } from "./pool-fixture.ts";
 import { FS_SIZE_LABEL, MAX_SIZE_LABEL, SIZE_LABEL } from "../../src/snapshotter/max-size.ts";
 import { GROW_MOUNT_PREFIX } from "../../src/snapshotter/grow.ts";
+import { containerdInstalled, startContainerd, type Containerd } from "../lib/containerd.ts";
+import { buildImage } from "../lib/oci-image.ts";
+import { createFilePool, destroyFilePool, startThinsnap, type Thinsnapd } from "../lib/thinsnapd.ts";
 
 const MiB = 1n << 20n;
 const GiB = 1n << 30n;
@@ -168,3 +172,62 @@ for (const fsType of ["ext4", "xfs"] as const) {
     });
   });
 }
+
+// ------------------------------------------------- through containerd and ctr
+
+const CTRD_POOL = "thinsnap-maxsize-ctrd";
+const CTRD_DIR = "/tmp/thinsnap-maxsize-ctrd";
+const IMAGE = "docker.io/library/thinsnap-maxsize:latest";
+const ctrdSkip = !env.available || !containerdInstalled() || (!existsSync("/usr/sbin/runc") && !existsSync("/usr/bin/runc"));
+
+describe.skipIf(ctrdSkip)("max-size through containerd 1.6: ctr run --snapshotter-label", () => {
+  let d: Thinsnapd;
+  let c: Containerd;
+  beforeAll(async () => {
+    await destroyFilePool(CTRD_POOL, { deleteFiles: true }).catch(() => undefined);
+    rmSync(CTRD_DIR, { recursive: true, force: true });
+    mkdirSync(CTRD_DIR, { recursive: true });
+    await createFilePool({ name: CTRD_POOL, dataFile: join(CTRD_DIR, "pool.data"), dataSize: "2G" });
+    d = await startThinsnap({ poolName: CTRD_POOL, dir: join(CTRD_DIR, "thinsnap"), baseImageSize: "64MB" });
+    c = await startContainerd({ dir: join(CTRD_DIR, "containerd"), proxySnapshotters: { thinsnap: d.address } });
+    const img = buildImage({ out: join(CTRD_DIR, "image.tar"), name: IMAGE, layers: 1 });
+    await c.ctrOk("images", "import", "--snapshotter", "thinsnap", img.path);
+  }, 300_000);
+  afterAll(async () => {
+    if (c) {
+      await c.removeAllTasks();
+      await c.stop();
+    }
+    if (d) {
+      await d.stop();
+      console.log(`---- thinsnap log (grow lines) ----\n${d.logs().split("\n").filter((l) => /max-size|grow|error/.test(l)).slice(-20).join("\n")}`);
+    }
+    await destroyFilePool(CTRD_POOL, { deleteFiles: true });
+    rmSync(CTRD_DIR, { recursive: true, force: true });
+  }, 120_000);
+
+  /** The root filesystem's size inside a container, from busybox df (1 KiB blocks). */
+  const rootSize = (out: string): bigint => BigInt(out.trim().split("\n").pop()!.trim().split(/\s+/)[1]!) * 1024n;
+
+  test("the label reaches thinsnap, the container's / is ~1 GiB; without it 64 MiB; a smaller one is refused", async () => {
+    const label = `${MAX_SIZE_LABEL}=${GiB}`;
+    const r = await c.ctr("run", "--snapshotter", "thinsnap", "--snapshotter-label", label, IMAGE, "big", "df", "-k", "/");
+    expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: "" });
+    const big = rootSize(r.stdout);
+    console.log(`max-size via ctr run: / is ${big} bytes (df)`);
+    expect(big).toBeGreaterThan((GiB * 9n) / 10n);
+    expect(big).toBeLessThanOrEqual(GiB);
+    const info = JSON.parse(await c.ctrOk("snapshots", "--snapshotter", "thinsnap", "info", "big")) as { Labels: Record<string, string> };
+    expect(info.Labels[MAX_SIZE_LABEL]).toBe(String(GiB));
+    expect(info.Labels[SIZE_LABEL]).toBe(String(GiB));
+    await c.ctrOk("containers", "rm", "big");
+
+    const small = await c.ctr("run", "--rm", "--snapshotter", "thinsnap", IMAGE, "small", "df", "-k", "/");
+    expect(small.code).toBe(0);
+    expect(rootSize(small.stdout)).toBeLessThanOrEqual(64n * MiB);
+
+    const bad = await c.ctr("run", "--rm", "--snapshotter", "thinsnap", "--snapshotter-label", `${MAX_SIZE_LABEL}=1000`, IMAGE, "bad", "true");
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toContain("does not shrink");
+  }, 300_000);
+});
