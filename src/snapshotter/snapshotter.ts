@@ -404,7 +404,12 @@ export class ThinSnapshotter implements Snapshotter {
       // The device is mapped at its new size from the start; its filesystem
       // is grown while the device is still 'creating', so a crash in
       // between rolls the whole Prepare back.
+      const t0 = performance.now();
       const grown = grows ? await this.grower(`/dev/mapper/${dev.dmName}`, fsType, sizeBytes) : null;
+      if (grown !== null) {
+        const ms = Math.round(performance.now() - t0);
+        this.log.info("grew a snapshot's filesystem (max-size)", { snapshot: key, device: dev.dmName, from: origin.sizeBytes, size: sizeBytes, fs_size: grown, ms });
+      }
       // Not fsynced: lost only on power loss, where reconcile then rolls the
       // Prepare back cleanly (from the intent row, or from the window).
       this.store.txRelaxed(() => {
