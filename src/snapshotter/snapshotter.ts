@@ -61,7 +61,7 @@ export interface SnapshotterDeps {
   store: Store;
   pool: PoolApi;
   format: Formatter;
-  /** Grows a filesystem whose snapshot asked for a larger size (default: grow.ts, online resize). */
+  /** Grows a filesystem whose snapshot asked for a larger size (default: grow.ts: resize2fs offline or the online ioctl). */
   grow?: FsGrower;
   log?: Logger;
   now?: () => number;
