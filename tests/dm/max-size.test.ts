@@ -51,7 +51,7 @@ for (const fsType of ["ext4", "xfs"] as const) {
       await b?.destroy();
     });
 
-    test("a grown Prepare costs less than a plain child Prepare (printed)", async () => {
+    test("a grown Prepare next to a plain child Prepare, interleaved (timings printed, not asserted)", async () => {
       const plain: number[] = [];
       const grown: number[] = [];
       for (let i = 0; i < 3; i++) {
