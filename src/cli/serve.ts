@@ -67,6 +67,7 @@ export async function serve(p: Parsed): Promise<number> {
       store,
       pool: snPool,
       format: (dev, fs, o) => formatDevice(dev, fs, o, cfg.rootPath),
+      rootPath: cfg.rootPath,
       log,
       listDevices: () => dm.list(),
       kernel: obs.wrapKernel(kernel),

@@ -24,7 +24,16 @@ export const KILL_POINTS = [
   "base.while-mounted",
   "base.after-format",
 ] as const;
-export type KillPoint = (typeof KILL_POINTS)[number];
+
+/**
+ * Inside a grown Prepare (containerd.io/snapshot/max-size above the origin's
+ * size; src/snapshotter/grow.ts). after-resize fires on both ways of growing;
+ * while-mounted and after-umount only on the online one (xfs, or an ext4 not
+ * marked clean). Apart from KILL_POINTS until the crash test's workload makes
+ * grown Prepares.
+ */
+export const GROW_KILL_POINTS = ["grow.while-mounted", "grow.after-resize", "grow.after-umount"] as const;
+export type KillPoint = (typeof KILL_POINTS)[number] | (typeof GROW_KILL_POINTS)[number];
 
 /** The hook for a THINSNAP_TEST_KILL_AT value; null for "" (unarmed). */
 export function killHook(spec: string): ((name: KillPoint) => void) | null {

@@ -46,6 +46,12 @@ export interface PoolApi {
 export type Formatter = (devicePath: string, fsType: string, fsOptions: string) => Promise<void>;
 
 /**
+ * Grows the filesystem on a device to fill its new size `sizeBytes`, in place
+ * (src/snapshotter/grow.ts); returns the filesystem's size afterwards.
+ */
+export type FsGrower = (devicePath: string, fsType: string, sizeBytes: bigint) => Promise<bigint>;
+
+/**
  * The pool calls that sleep in the kernel (device suspend/resume/remove wait
  * for in-flight IO and RCU grace periods; messages commit pool metadata),
  * asynchronous so that they can run off the JS thread and overlap with each

@@ -23,6 +23,7 @@ import { Errno, isErrno } from "../dm/errors.ts";
 import type { Logger } from "../log.ts";
 import type { DeviceRow, Store } from "../store/store.ts";
 import type { PoolApi } from "./pool-api.ts";
+import { unmountInterruptedGrows } from "./grow-repair.ts";
 
 export interface ReconcileReport {
   rolledBack: number;
@@ -52,6 +53,8 @@ export interface ReconcileOptions {
   listDmDevices?: () => string[];
   /** The pool's thin ids (thin_ls), when known: then every orphan is deleted, not only the window's. */
   thinIds?: readonly number[] | null;
+  /** root_path: mounts of interrupted grows under it are unmounted first (they hold their devices open). */
+  rootPath?: string;
 }
 
 export function reconcile(
@@ -74,6 +77,7 @@ export function reconcile(
     queued: 0,
   };
   bindTransactionId(store, pool, log);
+  if (o.rootPath !== undefined) unmountInterruptedGrows(o.rootPath, poolName, log);
 
   const ours = new RegExp(`^${escapeRegExp(poolName)}-(snap|base)-\\d+$`);
   const sv = readStoreView(store);

@@ -30,7 +30,10 @@ import type { DeviceRow, SnapshotRow, Store } from "../store/store.ts";
 import { MatchBudget, matchesWithin } from "../filters/match.ts";
 import { parseFiltersAsync } from "../filters/parser.ts";
 import { applyLabelUpdate, FSTYPE_LABEL, validateKey, validateLabels, withoutEmpty } from "./labels.ts";
-import { inlineKernelCalls, type Formatter, type KernelCalls, type MappingInfo, type PoolApi, type PoolStatus } from "./pool-api.ts";
+import { inlineKernelCalls, type Formatter, type FsGrower, type KernelCalls, type MappingInfo, type PoolApi, type PoolStatus } from "./pool-api.ts";
+import { tmpdir } from "node:os";
+import { growFilesystem } from "./grow.ts";
+import { FS_SIZE_LABEL, requestedSize, SIZE_LABEL, targetSize, type SizeLimits } from "./max-size.ts";
 import { KeyedLock } from "../keyed-lock.ts";
 import { killPoint } from "./kill-points.ts";
 import { enospcResource, spaceNumbers, spaceRefusal, type SpaceRefusal, type SpaceResource } from "./space.ts"; // issue 14
@@ -50,12 +53,21 @@ export interface SnapshotterOptions {
   minFreeSpace: bigint;
   /** …or below this percentage of the pool (null: not used). */
   minFreeSpacePercent: number | null;
+  /**
+   * The largest containerd.io/snapshot/max-size a client may ask for (config
+   * max_size_limit); null or absent: the pool's data size.
+   */
+  maxSizeLimit?: bigint | null;
 }
 
 export interface SnapshotterDeps {
   store: Store;
   pool: PoolApi;
   format: Formatter;
+  /** Grows a filesystem whose snapshot asked for a larger size (default: grow.ts: resize2fs offline or the online ioctl). */
+  grow?: FsGrower;
+  /** root_path: private mounts (a filesystem growing online) are made under it (default: the temp dir, for tests). */
+  rootPath?: string;
   log?: Logger;
   now?: () => number;
   /** Names of all device-mapper devices, so start-up can remove stray mappings of ours. */
@@ -75,6 +87,8 @@ export class ThinSnapshotter implements Snapshotter {
   private readonly store: Store;
   private readonly pool: PoolApi;
   private readonly calls: KernelCalls;
+  private readonly grower: FsGrower;
+  private readonly rootPath: string;
   private readonly locks = new KeyedLock();
   private readonly log: Logger;
   private readonly now: () => number;
@@ -88,6 +102,9 @@ export class ThinSnapshotter implements Snapshotter {
     this.store = deps.store;
     this.pool = deps.pool;
     this.calls = deps.kernel ?? inlineKernelCalls(deps.pool);
+    const rootPath = deps.rootPath ?? tmpdir();
+    this.rootPath = rootPath;
+    this.grower = deps.grow ?? ((dev, fs, size) => growFilesystem(dev, fs, size, rootPath));
     this.log = deps.log ?? silentLogger;
     this.now = deps.now ?? Date.now;
     this.remover = new Remover(this.store, this.pool, this.calls, this.log);
@@ -96,7 +113,7 @@ export class ThinSnapshotter implements Snapshotter {
   /** Reconciles store and pool, makes sure the base device exists, starts the remover. */
   static async open(opts: SnapshotterOptions, deps: SnapshotterDeps): Promise<ThinSnapshotter> {
     const sn = new ThinSnapshotter(opts, deps);
-    sn.lastReconcile = reconcile(sn.store, sn.pool, opts.poolName, sn.log, { listDmDevices: deps.listDevices });
+    sn.lastReconcile = reconcile(sn.store, sn.pool, opts.poolName, sn.log, { listDmDevices: deps.listDevices, rootPath: sn.rootPath });
     await sn.ensureBase();
     sn.remover.kick();
     return sn;
@@ -238,7 +255,7 @@ export class ThinSnapshotter implements Snapshotter {
     killPoint("commit.after-fsync");
     const now = this.now();
     this.store.tx(() => {
-      this.store.commitSnapshot(row.id, name, labels, now, mapped);
+      this.store.commitSnapshot(row.id, name, { ...labels, ...deviceLabels(dev) }, now, mapped);
       this.store.setDeviceActive(dev.thinId, false);
     });
     killPoint("commit.after-store");
@@ -346,11 +363,18 @@ export class ThinSnapshotter implements Snapshotter {
       if (!this.base) throw unavailable("the base device is not ready");
       origin = this.base;
     }
-    this.checkSpace(`${kind === "view" ? "view" : "prepare"} "${key}"`);
+    const op = `${kind === "view" ? "view" : "prepare"} "${key}"`;
+    const requested = requestedSize(rawLabels, () => this.sizeLimits(op));
+    const sizeBytes = targetSize(requested, origin, parentRow ? `parent "${parent}"` : "the base device");
+    const grows = sizeBytes > origin.sizeBytes;
+    this.checkSpace(op);
 
     const now = this.now();
     const fsType = origin.fsType;
-    const labels = { ...withoutEmpty(rawLabels), [FSTYPE_LABEL]: fsType };
+    // A grown device's filesystem size is known once grown; children inherit their origin's.
+    const fsBytes = grows ? null : origin.fsBytes;
+    const labels = { ...withoutEmpty(rawLabels), ...deviceLabels({ fsType, sizeBytes, fsBytes }) };
+    let snapshotId = 0;
     validateLabels(labels);
     // The intent row must be durable before the kernel call, unless its id
     // lies in the reserved window: then start-up deletes the id from the pool
@@ -364,13 +388,14 @@ export class ThinSnapshotter implements Snapshotter {
         role: "snapshot",
         state: "creating",
         originId: origin.thinId,
-        sizeBytes: origin.sizeBytes,
+        sizeBytes,
         fsType,
         active: true,
         discard: false,
+        fsBytes,
       };
       this.store.insertDevice(d);
-      this.store.insertSnapshot(
+      snapshotId = this.store.insertSnapshot(
         { name: key, parentId: parentRow?.id ?? null, kind, createdMs: now, updatedMs: now, thinId, mappedBytes: null },
         labels,
       );
@@ -392,15 +417,31 @@ export class ThinSnapshotter implements Snapshotter {
       killPoint("prepare.after-create-snap");
       await this.calls.activate(dev.dmName, dev.thinId, dev.sizeBytes);
       killPoint("prepare.after-activate");
+      // The device is mapped at its new size from the start; its filesystem
+      // is grown while the device is still 'creating', so a crash in
+      // between rolls the whole Prepare back.
+      const t0 = performance.now();
+      const grown = grows ? await this.grower(`/dev/mapper/${dev.dmName}`, fsType, sizeBytes) : null;
+      if (grown !== null) {
+        const ms = Math.round(performance.now() - t0);
+        this.log.info("grew a snapshot's filesystem (max-size)", { snapshot: key, device: dev.dmName, from: origin.sizeBytes, size: sizeBytes, fs_size: grown, ms });
+      }
       // Not fsynced: lost only on power loss, where reconcile then rolls the
       // Prepare back cleanly (from the intent row, or from the window).
-      this.store.txRelaxed(() => this.store.setDeviceState(dev.thinId, "ready"));
+      this.store.txRelaxed(() => {
+        if (grown === null) {
+          this.store.setDeviceState(dev.thinId, "ready");
+          return;
+        }
+        this.store.setDeviceReady(dev.thinId, grown);
+        this.store.replaceLabels(snapshotId, { ...labels, ...deviceLabels({ fsType, sizeBytes, fsBytes: grown }) });
+      });
       killPoint("prepare.after-ready");
     } catch (e) {
       this.rollbackCreate(dev, e);
       // An id the pool already had is now reserved: try the next one.
       if (isErrno(e, Errno.EEXIST) && attempt < 3) return this.create(kind, key, parent, rawLabels, attempt + 1);
-      throw this.mapError(e, `${kind === "view" ? "view" : "prepare"} "${key}"`);
+      throw this.mapError(e, op);
     }
     return this.mountsOf({ kind, thinId: dev.thinId }, dev);
   }
@@ -448,6 +489,15 @@ export class ThinSnapshotter implements Snapshotter {
       });
       this.remover.kick(100);
     }
+  }
+
+  /** What a max-size label may ask for on this pool. */
+  private sizeLimits(op: string): SizeLimits {
+    const blockSize = this.pool.blockSize();
+    const own = this.opts.maxSizeLimit ?? null;
+    if (own !== null) return { blockSize, limit: own, limitSource: "max_size_limit" };
+    const poolBytes = this.cachedStatus(op).totalDataBlocks * blockSize;
+    return { blockSize, limit: poolBytes, limitSource: `the pool's data size; set max_size_limit to allow more` };
   }
 
   private statusCache: { at: number; st: PoolStatus } | null = null;
@@ -584,6 +634,7 @@ export class ThinSnapshotter implements Snapshotter {
         fsType: this.opts.fsType,
         active: true,
         discard: false,
+        fsBytes: null,
       };
       this.store.insertDevice(d);
       return d;
@@ -680,4 +731,18 @@ function checkCommitParent(key: string, current: string, requested: string): voi
     );
   }
   throw invalidArgument(`cannot commit "${key}" onto parent "${requested}": its parent is "${current}"`);
+}
+
+/**
+ * The labels thinsnap keeps on a snapshot: its filesystem type (every one, as
+ * containerd's devmapper) and, on one grown by a max-size label or descended
+ * from one, its device's and its filesystem's sizes.
+ */
+function deviceLabels(d: Pick<DeviceRow, "fsType" | "sizeBytes" | "fsBytes">): Labels {
+  const out: Labels = { [FSTYPE_LABEL]: d.fsType };
+  if (d.fsBytes !== null) {
+    out[SIZE_LABEL] = String(d.sizeBytes);
+    out[FS_SIZE_LABEL] = String(d.fsBytes);
+  }
+  return out;
 }

@@ -3,7 +3,12 @@
  * them (plus the base device). Devices carry an intent state so that start-up
  * can finish or undo whatever a crash interrupted.
  */
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
+
+/** Steps from version N-1 to N, run in order on an older database. */
+export const MIGRATIONS: Readonly<Record<number, string>> = {
+  2: "ALTER TABLE devices ADD COLUMN fs_bytes INTEGER",
+};
 
 export const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (
@@ -27,7 +32,10 @@ CREATE TABLE IF NOT EXISTS devices (
   -- whether the device should be active (mapped in /dev/mapper)
   active     INTEGER NOT NULL DEFAULT 0,
   -- whether its blocks should be discarded before delete
-  discard    INTEGER NOT NULL DEFAULT 0
+  discard    INTEGER NOT NULL DEFAULT 0,
+  -- the filesystem's own size when thinsnap grew it (this device's or an
+  -- ancestor's grow); NULL: as made by mkfs on the base
+  fs_bytes   INTEGER
 );
 CREATE INDEX IF NOT EXISTS devices_state ON devices (state) WHERE state != 'ready';
 

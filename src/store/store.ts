@@ -9,7 +9,7 @@ import { dirname } from "node:path";
 import type { Filter } from "../filters/parser.ts";
 import type { Kind, Labels } from "../model.ts";
 import { toSql } from "./filter-sql.ts";
-import { SCHEMA, SCHEMA_VERSION } from "./schema.ts";
+import { MIGRATIONS, SCHEMA, SCHEMA_VERSION } from "./schema.ts";
 import { MAX_THIN_ID } from "../dm/status.ts";
 
 /** Thin ids reserved per durable commit: at most this many delete probes at start-up. */
@@ -28,6 +28,8 @@ export interface DeviceRow {
   fsType: string;
   active: boolean;
   discard: boolean;
+  /** The filesystem's size when thinsnap grew it (here or in an ancestor); null: the base's, as made. */
+  fsBytes: bigint | null;
 }
 
 export interface SnapshotRow {
@@ -52,6 +54,7 @@ interface RawDevice {
   fs_type: string;
   active: number;
   discard: number;
+  fs_bytes: number | bigint | null;
 }
 
 interface RawSnapshot {
@@ -81,6 +84,7 @@ function toDevice(r: RawDevice): DeviceRow {
     fsType: r.fs_type,
     active: r.active !== 0,
     discard: r.discard !== 0,
+    fsBytes: r.fs_bytes === null ? null : BigInt(r.fs_bytes),
   };
 }
 
@@ -125,13 +129,22 @@ export class Store {
     db.exec("PRAGMA synchronous = FULL");
     db.exec("PRAGMA foreign_keys = ON");
     db.exec("PRAGMA busy_timeout = 5000");
-    db.exec(SCHEMA);
     const store = new Store(db);
-    const v = store.getMeta("schema_version");
-    if (v === null) store.setMeta("schema_version", String(SCHEMA_VERSION));
-    else if (Number(v) !== SCHEMA_VERSION) {
-      throw new Error(`database ${path} has schema version ${v}, this thinsnap knows ${SCHEMA_VERSION}`);
+    const hasMeta = db.query("SELECT 1 FROM sqlite_master WHERE name = 'meta'").get() !== null;
+    const v = hasMeta ? store.getMeta("schema_version") : null;
+    if (v !== null && Number(v) > SCHEMA_VERSION) {
+      throw new Error(`database ${path} has schema version ${v}, this thinsnap knows ${SCHEMA_VERSION} (a newer thinsnap wrote it)`);
     }
+    // An older database: its tables exist, so SCHEMA (IF NOT EXISTS) would
+    // not add new columns; migrate it step by step, in one transaction.
+    if (v !== null && Number(v) < SCHEMA_VERSION) {
+      store.tx(() => {
+        for (let n = Number(v) + 1; n <= SCHEMA_VERSION; n++) db.exec(MIGRATIONS[n]!);
+        store.setMeta("schema_version", String(SCHEMA_VERSION));
+      });
+    }
+    db.exec(SCHEMA);
+    if (v === null) store.setMeta("schema_version", String(SCHEMA_VERSION));
     return store;
   }
 
@@ -249,10 +262,10 @@ export class Store {
   insertDevice(d: DeviceRow): void {
     this.db
       .query(
-        `INSERT INTO devices (thin_id, dm_name, role, state, origin_id, size_bytes, fs_type, active, discard)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO devices (thin_id, dm_name, role, state, origin_id, size_bytes, fs_type, active, discard, fs_bytes)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       )
-      .run(d.thinId, d.dmName, d.role, d.state, d.originId, d.sizeBytes, d.fsType, d.active ? 1 : 0, d.discard ? 1 : 0);
+      .run(d.thinId, d.dmName, d.role, d.state, d.originId, d.sizeBytes, d.fsType, d.active ? 1 : 0, d.discard ? 1 : 0, d.fsBytes);
   }
 
   getDevice(thinId: number): DeviceRow | null {
@@ -269,6 +282,11 @@ export class Store {
 
   setDeviceState(thinId: number, state: DeviceState): void {
     this.db.query("UPDATE devices SET state = ? WHERE thin_id = ?").run(state, thinId);
+  }
+
+  /** A grown device is ready: its filesystem's size is recorded with its state, in one statement. */
+  setDeviceReady(thinId: number, fsBytes: bigint | null): void {
+    this.db.query("UPDATE devices SET state = 'ready', fs_bytes = ? WHERE thin_id = ?").run(fsBytes, thinId);
   }
 
   setDeviceActive(thinId: number, active: boolean): void {

@@ -23,6 +23,7 @@ function dev(thinId: number, o: Partial<DeviceRow> = {}): DeviceRow {
     role,
     state: "ready",
     originId: role === "base" ? null : 1,
+    fsBytes: null,
     sizeBytes: 64n << 20n,
     fsType: "ext4",
     active: false,

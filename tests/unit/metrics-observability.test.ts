@@ -140,7 +140,7 @@ describe("Observability", () => {
     const obs = await Observability.create({ metricsAddress: "127.0.0.1:0", log, limits: { minFreeSpace: 0n, minFreeSpacePercent: null } });
     const store = Store.open(":memory:");
     // an interrupted Prepare: its intent row, no device in the pool
-    store.insertDevice({ thinId: 77, dmName: "fakepool-snap-77", role: "snapshot", state: "creating", originId: null, sizeBytes: 1n << 20n, fsType: "ext4", active: true, discard: false });
+    store.insertDevice({ thinId: 77, dmName: "fakepool-snap-77", role: "snapshot", state: "creating", originId: null, sizeBytes: 1n << 20n, fsType: "ext4", active: true, discard: false, fsBytes: null });
     const pool = obs.wrapPool(new FakePool());
     const sn = await ThinSnapshotter.open(TEST_OPTIONS, { store, pool, format: async () => {} });
     expect(sn.lastReconcile?.rolledBack).toBe(1);

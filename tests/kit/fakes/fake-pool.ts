@@ -5,11 +5,19 @@
  * and can inject a failure at any operation.
  */
 import { DmError, Errno } from "../../../src/dm/errors.ts";
-import type { MappingInfo, PoolApi, PoolStatus } from "../../../src/snapshotter/pool-api.ts";
+import type { FsGrower, MappingInfo, PoolApi, PoolStatus } from "../../../src/snapshotter/pool-api.ts";
 
 interface Thin {
   mapped: bigint;
+  /** The largest length the thin has been mapped with (a snapshot starts with its origin's). */
+  size?: bigint;
+  /** The size of the filesystem on it, once a grow ran on it (a snapshot starts with its origin's). */
+  fsSize?: bigint;
 }
+
+/** Bytes a fake grow writes (the new block groups' metadata), and how much smaller than its device the grown filesystem is. */
+export const FAKE_GROW_WRITES = 3n << 20n;
+export const FAKE_GROW_SLACK = 4096n;
 
 export class FakePool implements PoolApi {
   readonly thins = new Map<number, Thin>();
@@ -101,7 +109,7 @@ export class FakePool implements PoolApi {
     const o = this.thins.get(originId);
     if (!o) throw new DmError("message", this.name, Errno.ENODATA, []);
     if (this.thins.has(id)) throw new DmError("message", this.name, Errno.EEXIST, []);
-    this.thins.set(id, { mapped: o.mapped });
+    this.thins.set(id, { ...o });
     this.leave("create_snap");
   }
 
@@ -115,7 +123,13 @@ export class FakePool implements PoolApi {
   activate(dmName: string, id: number, sizeBytes: bigint): void {
     this.enter("activate", dmName);
     if (this.mapped.has(dmName)) throw new DmError("create", dmName, Errno.EBUSY, []);
-    if (!this.thins.has(id)) throw new DmError("create", dmName, Errno.ENODATA, []);
+    const t = this.thins.get(id);
+    if (!t) throw new DmError("create", dmName, Errno.ENODATA, []);
+    // A table shorter than the thin's filesystem (or a length it had) would cut data off.
+    if (t.size !== undefined && sizeBytes < t.size) {
+      throw new Error(`fake: thin ${id} mapped with ${sizeBytes} bytes, shrunk from ${t.size}`);
+    }
+    t.size = sizeBytes;
     this.mapped.set(dmName, { id, openCount: 0, size: sizeBytes });
     this.leave("activate");
   }
@@ -175,6 +189,26 @@ export class FakePool implements PoolApi {
     if (m) this.thins.get(m.id)!.mapped = 0n;
     this.leave("discard");
   }
+
+  /**
+   * An FsGrower on this pool: the device must be mapped at the size asked
+   * for, and its filesystem never shrinks; it writes FAKE_GROW_WRITES new
+   * bytes and leaves the filesystem FAKE_GROW_SLACK short of the device.
+   */
+  readonly grow: FsGrower = async (devicePath, _fsType, sizeBytes) => {
+    const dmName = devicePath.replace(/^\/dev\/mapper\//, "");
+    this.enter("grow", dmName);
+    const m = this.mapped.get(dmName);
+    if (!m) throw new Error(`fake: grow of unmapped ${dmName}`);
+    if (m.size !== sizeBytes) throw new Error(`fake: grow of ${dmName} to ${sizeBytes} but its table says ${m.size}`);
+    const t = this.thins.get(m.id)!;
+    const fs = sizeBytes - FAKE_GROW_SLACK;
+    if (t.fsSize !== undefined && fs < t.fsSize) throw new Error(`fake: filesystem on ${dmName} shrunk from ${t.fsSize} to ${fs}`);
+    t.fsSize = fs;
+    t.mapped += FAKE_GROW_WRITES;
+    this.leave("grow");
+    return fs;
+  };
 
   // ---- test helpers
   /** Simulates a write of `bytes` new bytes to a mapped device. */
