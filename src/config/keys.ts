@@ -139,6 +139,22 @@ costs nothing.`,
   },
   {
     table: "",
+    key: "max_size_limit",
+    field: "maxSizeLimit",
+    kind: kind.optionalSize,
+    default: null,
+    defaultText: "the pool's data size",
+    example: 100n * GiB,
+    summary:
+      "largest `containerd.io/snapshot/max-size` a client may ask for (a size); above it Prepare/View is InvalidArgument",
+    doc: `Largest containerd.io/snapshot/max-size label a Prepare or View may carry
+(a per-container root filesystem size; thinsnap grows the snapshot's device
+and filesystem in place). Above it the request is InvalidArgument. Unset: the
+pool's data size.`,
+    check: (v) => (v !== null && v <= 0n ? "must be greater than 0" : null),
+  },
+  {
+    table: "",
     key: "async_remove",
     field: "asyncRemove",
     kind: kind.boolean,

@@ -120,6 +120,12 @@ export const size: Kind<bigint> = {
   literal: sizeLiteral,
 };
 
+/** A size, or "" for none (null). */
+export const optionalSize: Kind<bigint | null> = {
+  read: (v, line) => (v === "" ? null : size.read(v, line)),
+  literal: (v) => (v === null ? '""' : sizeLiteral(v)),
+};
+
 /** A non-negative integer. */
 export const count: Kind<bigint> = {
   read(v) {

@@ -50,6 +50,8 @@ export interface Config {
   logFormat: LogFormat;
   /** Threads for the device-mapper calls that sleep in the kernel; 0 = the main thread. */
   kernelThreads: number;
+  /** Largest containerd.io/snapshot/max-size a client may ask for; null = the pool's data size. */
+  maxSizeLimit: bigint | null;
   /** Prometheus /metrics address (host:port or a unix socket path); "" = off. */
   metricsAddress: string;
   /** null = use an existing pool named poolName; set = create it from files. */

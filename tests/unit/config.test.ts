@@ -150,6 +150,7 @@ describe("defaults", () => {
       logLevel: "info",
       logFormat: "text",
       kernelThreads: 0,
+      maxSizeLimit: null,
       metricsAddress: "",
       pool: null,
     });
@@ -221,6 +222,7 @@ low_water_mark = 1000
       logLevel: "debug",
       logFormat: "json",
       kernelThreads: 8,
+      maxSizeLimit: null,
       metricsAddress: "",
       pool: {
         dataFile: "/srv/pool/data.img",
@@ -773,6 +775,7 @@ describe("packaging/config.example.toml", () => {
       "discard_blocks",
       "fs_type",
       "fs_options",
+      "max_size_limit",
       "address",
       "socket_mode",
       "socket_group",
@@ -792,7 +795,8 @@ describe("packaging/config.example.toml", () => {
     expect(cfg).toEqual({
       ...DEFAULTS,
       poolName: "thinsnap-pool",
-      socketGroup: "containerd", // the one example that is not a default (the default is unset)
+      socketGroup: "containerd", // the examples that are not defaults (their default is unset)
+      maxSizeLimit: 100n * GiB,
       pool: {
         dataFile: "/var/lib/thinsnap/pool/data",
         metaFile: "/var/lib/thinsnap/pool/metadata",
@@ -802,6 +806,6 @@ describe("packaging/config.example.toml", () => {
         lowWaterMark: 32768n,
       },
     });
-    expect(parseConfig('pool_name = "thinsnap-pool"\nsocket_group = "containerd"\n[pool]\n', FILE)).toEqual(cfg);
+    expect(parseConfig('pool_name = "thinsnap-pool"\nsocket_group = "containerd"\nmax_size_limit = "100GB"\n[pool]\n', FILE)).toEqual(cfg);
   });
 });

@@ -195,11 +195,16 @@ describe("other requests are served while a List matches", () => {
     // The List was long enough to measure something, and Stats kept coming.
     expect(listMs).toBeGreaterThan(300);
     expect(latencies.length).toBeGreaterThan(5);
-    // The 95th percentile always; the maximum too unless the host has more
-    // runnable processes than cores (then the scheduler alone delays a Stat).
+    // Always: Stats were answered between slices, not after the List (a List
+    // holding the loop would make one Stat wait for most of it). The 100 ms
+    // target (p95 and max) unless the host has more runnable processes than
+    // cores: then the scheduler alone delays a Stat.
     const sorted = [...latencies].sort((a, b) => a - b);
-    expect(sorted[Math.floor(sorted.length * 0.95)] ?? 0).toBeLessThan(100);
+    expect(sorted[Math.floor(sorted.length / 2)] ?? 0).toBeLessThan(100);
+    expect(sorted.at(-1) ?? 0).toBeLessThan(listMs / 2);
+    const quiet = loadavg()[0]! < cpus().length;
+    if (quiet) expect(sorted[Math.floor(sorted.length * 0.95)] ?? 0).toBeLessThan(100);
     console.log(`List ${listMs.toFixed(0)} ms; ${latencies.length} Stats, p95 ${(sorted[Math.floor(sorted.length * 0.95)] ?? 0).toFixed(0)} ms, max ${(sorted.at(-1) ?? 0).toFixed(0)} ms; load ${loadavg()[0]!.toFixed(1)}`);
-    if (loadavg()[0]! < cpus().length) expect(sorted.at(-1) ?? 0).toBeLessThan(100);
+    if (quiet) expect(sorted.at(-1) ?? 0).toBeLessThan(100);
   }, 60_000);
 });
