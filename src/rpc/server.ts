@@ -10,7 +10,7 @@
 import * as http2 from "node:http2";
 import * as net from "node:net";
 import * as path from "node:path";
-import { Code, ConnectError, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { Snapshots } from "./gen/containerd/services/snapshots/v1/snapshots_pb.ts";
 import { ConnectionGuard } from "./connections.ts";

@@ -9,6 +9,7 @@
  */
 import { invalidArgument } from "../errors.ts";
 import type { Labels } from "./types.ts";
+import { FS_SIZE_LABEL, SIZE_LABEL } from "./max-size.ts";
 
 /** containerd (labels.Validate) limits one label's key + value to 4096 bytes. */
 export const MAX_LABEL_BYTES = 4096;
@@ -109,4 +110,18 @@ export function applyLabelUpdate(current: Labels, incoming: Labels, fieldpaths: 
   }
   validateLabels(next);
   return next;
+}
+
+/**
+ * The labels thinsnap keeps on a snapshot: its filesystem type (every one, as
+ * containerd's devmapper) and, on one grown by a max-size label or descended
+ * from one, its device's and its filesystem's sizes.
+ */
+export function deviceLabels(d: { fsType: string; sizeBytes: bigint; fsBytes: bigint | null }): Labels {
+  const out: Labels = { [FSTYPE_LABEL]: d.fsType };
+  if (d.fsBytes !== null) {
+    out[SIZE_LABEL] = String(d.sizeBytes);
+    out[FS_SIZE_LABEL] = String(d.fsBytes);
+  }
+  return out;
 }

@@ -21,7 +21,6 @@ import {
   failedPrecondition,
   invalidArgument,
   notFound,
-  resourceExhausted,
   SnapshotterError,
   unavailable,
 } from "../errors.ts";
@@ -29,15 +28,19 @@ import { silentLogger, type Logger } from "../log.ts";
 import type { DeviceRow, SnapshotRow, Store } from "../store/store.ts";
 import { MatchBudget, matchesWithin } from "../filters/match.ts";
 import { parseFiltersAsync } from "../filters/parser.ts";
-import { applyLabelUpdate, FSTYPE_LABEL, validateKey, validateLabels, withoutEmpty } from "./labels.ts";
+import { applyLabelUpdate, deviceLabels, FSTYPE_LABEL, validateKey, validateLabels, withoutEmpty } from "./labels.ts";
 import { inlineKernelCalls, type Formatter, type FsGrower, type KernelCalls, type MappingInfo, type PoolApi, type PoolStatus } from "./pool-api.ts";
 import { tmpdir } from "node:os";
 import { growFilesystem } from "./grow.ts";
-import { FS_SIZE_LABEL, requestedSize, SIZE_LABEL, targetSize, type SizeLimits } from "./max-size.ts";
+import { requestedSize, targetSize, type SizeLimits } from "./max-size.ts";
 import { KeyedLock } from "../keyed-lock.ts";
 import { killPoint } from "./kill-points.ts";
-import { enospcResource, spaceNumbers, spaceRefusal, type SpaceRefusal, type SpaceResource } from "./space.ts"; // issue 14
-import { BASE_MAPPED_META, exclusiveBytes } from "./usage.ts"; // issue 14
+import type { SpaceResource } from "./space.ts";
+import { PoolGuard, STATUS_TTL_MS } from "./pool-guard.ts";
+import { ensureBase } from "./base-device.ts";
+import { rollbackCreate, type RollbackContext } from "./rollback.ts";
+import { checkCommitParent } from "./commit-parent.ts";
+import { BASE_MAPPED_META, exclusiveBytes } from "./usage.ts";
 import { reconcile, type ReconcileReport } from "./reconcile.ts";
 import { Remover } from "./remover.ts";
 import type { CommitOpts, Info, Kind, Labels, Mount, SnapshotOpts, Snapshotter, Usage } from "./types.ts";
@@ -76,11 +79,9 @@ export interface SnapshotterDeps {
   statusTtlMs?: number;
   /** Where the sleeping kernel calls run (default: inline on `pool`). */
   kernel?: KernelCalls;
-  /** Told of every refusal for space (issue 14: metrics and the rate-limited warning). */
+  /** Told of every refusal for space (metrics and the rate-limited warning). */
   onSpaceRefusal?: (resource: SpaceResource, message: string) => void;
 }
-
-const STATUS_TTL_MS = 500;
 
 export class ThinSnapshotter implements Snapshotter {
   readonly remover: Remover;
@@ -89,6 +90,7 @@ export class ThinSnapshotter implements Snapshotter {
   private readonly calls: KernelCalls;
   private readonly grower: FsGrower;
   private readonly rootPath: string;
+  private readonly guard: PoolGuard;
   private readonly locks = new KeyedLock();
   private readonly log: Logger;
   private readonly now: () => number;
@@ -97,7 +99,7 @@ export class ThinSnapshotter implements Snapshotter {
 
   private constructor(
     readonly opts: SnapshotterOptions,
-    private readonly deps: SnapshotterDeps,
+    deps: SnapshotterDeps,
   ) {
     this.store = deps.store;
     this.pool = deps.pool;
@@ -108,13 +110,18 @@ export class ThinSnapshotter implements Snapshotter {
     this.log = deps.log ?? silentLogger;
     this.now = deps.now ?? Date.now;
     this.remover = new Remover(this.store, this.pool, this.calls, this.log);
+    this.guard = new PoolGuard(this.pool, opts, deps.statusTtlMs ?? STATUS_TTL_MS, deps.onSpaceRefusal);
+  }
+
+  private rollbackContext(): RollbackContext {
+    return { store: this.store, pool: this.pool, log: this.log, poolName: this.opts.poolName, kickRemover: () => this.remover.kick(100) };
   }
 
   /** Reconciles store and pool, makes sure the base device exists, starts the remover. */
   static async open(opts: SnapshotterOptions, deps: SnapshotterDeps): Promise<ThinSnapshotter> {
     const sn = new ThinSnapshotter(opts, deps);
     sn.lastReconcile = reconcile(sn.store, sn.pool, opts.poolName, sn.log, { listDmDevices: deps.listDevices, rootPath: sn.rootPath });
-    await sn.ensureBase();
+    sn.base = await ensureBase({ ...sn.rollbackContext(), guard: sn.guard, format: deps.format }, opts, sn.log);
     sn.remover.kick();
     return sn;
   }
@@ -168,7 +175,7 @@ export class ThinSnapshotter implements Snapshotter {
       mapped = row.mappedBytes ?? 0n;
     } else {
       const dev = this.store.getDevice(row.thinId);
-      mapped = dev ? this.kernel(`usage of "${key}"`, () => this.pool.mappedBytes(dev.dmName)) : 0n;
+      mapped = dev ? this.guard.call(`usage of "${key}"`, () => this.pool.mappedBytes(dev.dmName)) : 0n;
     }
     return { size: exclusiveBytes(mapped, parentMapped), inodes: 0n }; // issue 14
   }
@@ -238,8 +245,8 @@ export class ThinSnapshotter implements Snapshotter {
     // Make the writes durable (pool metadata committed), then measure.
     let open = false;
     const op = `commit "${key}"`;
-    this.refuseIfOutOfData(op);
-    const mapped = await this.kernelAsync(op, async () => {
+    this.guard.refuseIfOutOfData(op);
+    const mapped = await this.guard.callAsync(op, async () => {
       const info = this.pool.info(dev.dmName);
       if (!info || !info.liveTable) return this.reactivate(dev, info !== null);
       // Still mounted (containerd normally unmounts first): a suspend freezes
@@ -249,7 +256,7 @@ export class ThinSnapshotter implements Snapshotter {
       await this.calls.fsyncDevice(dev.dmName);
       // A filesystem's failed writeback does not fail the device's fsync: if
       // the pool filled meanwhile, some of those writes may be lost.
-      if (open) this.refuseIfOutOfData(op);
+      if (open) this.guard.refuseIfOutOfData(op);
       return this.pool.mappedBytes(dev.dmName);
     });
     killPoint("commit.after-fsync");
@@ -290,7 +297,7 @@ export class ThinSnapshotter implements Snapshotter {
     let known: MappingInfo | null | undefined;
     if (!this.opts.asyncRemove) {
       // Refuse while mounted, before changing anything.
-      const info = this.kernel(`remove "${key}"`, () => this.pool.info(dev.dmName));
+      const info = this.guard.call(`remove "${key}"`, () => this.pool.info(dev.dmName));
       if (info && info.openCount > 0) {
         throw failedPrecondition(`cannot remove snapshot "${key}": its device ${dev.dmName} is in use (mounted?)`);
       }
@@ -367,7 +374,7 @@ export class ThinSnapshotter implements Snapshotter {
     const requested = requestedSize(rawLabels, () => this.sizeLimits(op));
     const sizeBytes = targetSize(requested, origin, parentRow ? `parent "${parent}"` : "the base device");
     const grows = sizeBytes > origin.sizeBytes;
-    this.checkSpace(op);
+    this.guard.checkSpace(op);
 
     const now = this.now();
     const fsType = origin.fsType;
@@ -412,7 +419,7 @@ export class ThinSnapshotter implements Snapshotter {
       const originMapped = this.pool.info(origin.dmName) !== null;
       // Suspending a mapped origin flushes its writes, which a full pool
       // may hold for no_space_timeout.
-      if (originMapped) this.refuseIfOutOfData(`${kind === "view" ? "view" : "prepare"} "${key}"`);
+      if (originMapped) this.guard.refuseIfOutOfData(`${kind === "view" ? "view" : "prepare"} "${key}"`);
       await this.calls.createSnap(dev.thinId, origin.thinId, originMapped ? origin.dmName : null);
       killPoint("prepare.after-create-snap");
       await this.calls.activate(dev.dmName, dev.thinId, dev.sizeBytes);
@@ -438,57 +445,12 @@ export class ThinSnapshotter implements Snapshotter {
       });
       killPoint("prepare.after-ready");
     } catch (e) {
-      this.rollbackCreate(dev, e);
+      rollbackCreate(this.rollbackContext(), dev, e);
       // An id the pool already had is now reserved: try the next one.
       if (isErrno(e, Errno.EEXIST) && attempt < 3) return this.create(kind, key, parent, rawLabels, attempt + 1);
-      throw this.mapError(e, op);
+      throw this.guard.mapError(e, op);
     }
     return this.mountsOf({ kind, thinId: dev.thinId }, dev);
-  }
-
-  /**
-   * Undoes a half-made device: deactivate, delete the thin id, drop rows.
-   * When the kernel said EEXIST the id belongs to someone else: it is kept
-   * reserved as 'foreign' and never deleted.
-   */
-  private rollbackCreate(dev: DeviceRow, cause?: unknown): void {
-    if (isErrno(cause, Errno.EEXIST)) {
-      this.log.warn("thin id already used in the pool by something else; reserved it, not deleting", {
-        thin_id: dev.thinId,
-      });
-      this.store.tx(() => {
-        const s = this.store.snapshotByThinId(dev.thinId);
-        if (s) this.store.deleteSnapshot(s.id);
-        this.store.deleteDevice(dev.thinId);
-        this.store.insertDevice({ ...dev, role: "foreign", state: "ready", active: false, dmName: `${this.opts.poolName}-foreign-${dev.thinId}` });
-      });
-      return;
-    }
-    try {
-      this.pool.deactivate(dev.dmName, { retry: true });
-      try {
-        this.pool.deleteThin(dev.thinId);
-      } catch (e) {
-        if (!isErrno(e, Errno.ENODATA)) throw e;
-      }
-      this.store.tx(() => {
-        const s = this.store.snapshotByThinId(dev.thinId);
-        if (s) this.store.deleteSnapshot(s.id);
-        this.store.deleteDevice(dev.thinId);
-      });
-    } catch (e) {
-      // Leave it to the remover (and, failing that, start-up reconciliation).
-      this.log.error("roll-back of a failed create failed; queued for deletion", {
-        device: dev.dmName,
-        error: String(e),
-      });
-      this.store.tx(() => {
-        const s = this.store.snapshotByThinId(dev.thinId);
-        if (s) this.store.deleteSnapshot(s.id);
-        this.store.markDeviceDeleting(dev.thinId, false);
-      });
-      this.remover.kick(100);
-    }
   }
 
   /** What a max-size label may ask for on this pool. */
@@ -496,108 +458,8 @@ export class ThinSnapshotter implements Snapshotter {
     const blockSize = this.pool.blockSize();
     const own = this.opts.maxSizeLimit ?? null;
     if (own !== null) return { blockSize, limit: own, limitSource: "max_size_limit" };
-    const poolBytes = this.cachedStatus(op).totalDataBlocks * blockSize;
+    const poolBytes = this.guard.status(op).totalDataBlocks * blockSize;
     return { blockSize, limit: poolBytes, limitSource: `the pool's data size; set max_size_limit to allow more` };
-  }
-
-  private statusCache: { at: number; st: PoolStatus } | null = null;
-
-  /**
-   * Pool status for the space check, at most STATUS_TTL_MS old: the reserve
-   * is a soft limit, and a status ioctl per Prepare would cost as much as the
-   * create_snap itself. The kernel's own ENOSPC is always authoritative.
-   */
-  private cachedStatus(op: string): PoolStatus {
-    const now = performance.now();
-    if (this.statusCache && now - this.statusCache.at < (this.deps.statusTtlMs ?? STATUS_TTL_MS)) return this.statusCache.st;
-    const st = this.kernel(op, () => this.pool.status());
-    this.statusCache = { at: now, st };
-    return st;
-  }
-
-  /** Refuses new devices on a pool that is full, read-only or below the configured reserve. */
-  private checkSpace(op: string): void {
-    const refusal = this.spaceRefusal(this.cachedStatus(op));
-    if (refusal === null) return;
-    // Decide on fresh numbers: space may have been freed since the cached read.
-    this.statusCache = null;
-    const again = this.spaceRefusal(this.cachedStatus(op));
-    if (again !== null) {
-      this.statusCache = null;
-      this.deps.onSpaceRefusal?.(again.resource, `${op}: ${again.message}`); // issue 14
-      throw resourceExhausted(`${op}: ${again.message}`);
-    }
-  }
-
-  /**
-   * Refuses a step that writes to the pool while it is out of data space:
-   * a pool made without error_if_no_space (not by thinsnap) queues such
-   * writes for the module's no_space_timeout (60 s), and the thread making
-   * the call would sleep that long; with it, they fail. Read fresh: the pool
-   * may have filled since the last read.
-   */
-  private refuseIfOutOfData(op: string): void {
-    this.statusCache = null;
-    const st = this.cachedStatus(op);
-    if (st.mode !== "out_of_data_space") return;
-    this.statusCache = null;
-    const message =
-      `${op}: pool ${this.pool.name} is out of data space (${spaceNumbers(st, this.pool.blockSize())}): ` +
-      `writes to it cannot complete; remove snapshots or grow the pool's data device`;
-    this.deps.onSpaceRefusal?.("data", message);
-    throw resourceExhausted(message);
-  }
-
-  // issue 14: the rule lives in space.ts, shared with the pool watcher.
-  private spaceRefusal(st: PoolStatus): SpaceRefusal | null {
-    return spaceRefusal(this.pool.name, st, this.pool.blockSize(), this.opts);
-  }
-
-  /** Maps kernel failures to the codes containerd understands. */
-  private mapError(e: unknown, op: string): Error {
-    this.statusCache = null;
-    if (e instanceof SnapshotterError) return e;
-    // A write to a full pool with error_if_no_space fails with EIO (an
-    // fsync's is a plain Error with that code): out of space all the same.
-    const io = isErrno(e, Errno.EIO) || errorCode(e) === "EIO";
-    if (isErrno(e, Errno.ENOSPC) || errorCode(e) === "ENOSPC" || io) {
-      let st: PoolStatus | null = null;
-      try {
-        st = this.pool.status();
-      } catch {
-        // the pool may be unreadable; the errno says enough
-      }
-      if (!io || st?.mode === "out_of_data_space") {
-        const numbers = st ? `: ${spaceNumbers(st, this.pool.blockSize())}` : "";
-        const message = `${op}: pool ${this.pool.name} is out of space${numbers}`;
-        this.deps.onSpaceRefusal?.(enospcResource(st), message); // issue 14
-        return resourceExhausted(message);
-      }
-    }
-    if (isErrno(e, Errno.EOPNOTSUPP) || isErrno(e, Errno.EIO)) {
-      // a pool in read-only or failed mode refuses messages this way
-      return unavailable(`${op}: pool ${this.pool.name} refuses changes (read-only or failed? see thinsnap pool status, thin_check): ${(e as Error).message}`);
-    }
-    if (isErrno(e, Errno.ENXIO) || isErrno(e, Errno.ENODEV)) {
-      return unavailable(`${op}: pool ${this.pool.name} is not available: ${(e as Error).message}`);
-    }
-    return new SnapshotterError("internal", `${op}: ${(e as Error).message ?? String(e)}`, { cause: e });
-  }
-
-  private kernel<T>(op: string, fn: () => T): T {
-    try {
-      return fn();
-    } catch (e) {
-      throw this.mapError(e, op);
-    }
-  }
-
-  private async kernelAsync<T>(op: string, fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (e) {
-      throw this.mapError(e, op);
-    }
   }
 
   /** Re-creates the dm mapping of an active/view device that went missing; returns mapped bytes. */
@@ -607,67 +469,6 @@ export class ThinSnapshotter implements Snapshotter {
     this.pool.activate(dev.dmName, dev.thinId, dev.sizeBytes);
     this.pool.fsyncDevice(dev.dmName);
     return this.pool.mappedBytes(dev.dmName);
-  }
-
-  private async ensureBase(): Promise<void> {
-    const want = JSON.stringify({
-      size: this.opts.baseImageSize.toString(),
-      fsType: this.opts.fsType,
-      fsOptions: this.opts.fsOptions,
-    });
-    const have = this.store.baseDevice();
-    if (have && have.state === "ready" && this.store.getMeta("base_config") === want) {
-      this.base = have;
-      return;
-    }
-    const t0 = performance.now();
-    this.checkSpace("create base device");
-    const dev = this.store.tx(() => {
-      const thinId = this.store.allocateThinId();
-      const d: DeviceRow = {
-        thinId,
-        dmName: `${this.opts.poolName}-base-${thinId}`,
-        role: "base",
-        state: "creating",
-        originId: null,
-        sizeBytes: this.opts.baseImageSize,
-        fsType: this.opts.fsType,
-        active: true,
-        discard: false,
-        fsBytes: null,
-      };
-      this.store.insertDevice(d);
-      return d;
-    });
-    killPoint("base.after-intent");
-    let baseMapped = 0n;
-    try {
-      this.pool.createThin(dev.thinId);
-      this.pool.activate(dev.dmName, dev.thinId, dev.sizeBytes);
-      await this.deps.format(`/dev/mapper/${dev.dmName}`, dev.fsType, this.opts.fsOptions);
-      killPoint("base.after-format");
-      this.pool.fsyncDevice(dev.dmName);
-      baseMapped = this.pool.mappedBytes(dev.dmName);
-      this.pool.deactivate(dev.dmName, { retry: true });
-    } catch (e) {
-      this.rollbackCreate(dev, e);
-      throw this.mapError(e, "create base device");
-    }
-    this.store.tx(() => {
-      if (have) this.store.markDeviceDeleting(have.thinId, false);
-      this.store.setDeviceState(dev.thinId, "ready");
-      this.store.setDeviceActive(dev.thinId, false);
-      this.store.setMeta("base_config", want);
-      this.store.setMeta(BASE_MAPPED_META, String(baseMapped));
-    });
-    this.base = { ...dev, state: "ready", active: false };
-    this.log.info("base device ready", {
-      device: dev.dmName,
-      thin_id: dev.thinId,
-      fs_type: dev.fsType,
-      size: dev.sizeBytes,
-      ms: Math.round(performance.now() - t0),
-    });
   }
 
   private mustGet(key: string): SnapshotRow {
@@ -706,43 +507,4 @@ export class ThinSnapshotter implements Snapshotter {
   private assertOpen(): void {
     if (this.closed) throw unavailable("snapshotter is closed");
   }
-}
-
-/** The `code` of a Node-style system error (fs calls throw those), if any. */
-function errorCode(e: unknown): string | undefined {
-  return e instanceof Error && "code" in e && typeof e.code === "string" ? e.code : undefined;
-}
-
-/**
- * containerd 2.2+ may name a parent on Commit (CommitSnapshotRequest.parent):
- * its metadata layer forwards a client's WithParent whenever the active
- * snapshot had none, for any snapshotter. The built-in snapshotters accept
- * the same parent, refuse a different one, and adopt one when they had none.
- * A thin device cannot adopt a parent: its blocks are a snapshot of the
- * device it was created from, so that case is refused (thinsnap never
- * declares the "rebase" capability).
- */
-function checkCommitParent(key: string, current: string, requested: string): void {
-  if (requested === "" || requested === current) return;
-  if (current === "") {
-    throw failedPrecondition(
-      `cannot commit "${key}" onto parent "${requested}": it was prepared without a parent, and a thin device ` +
-        `cannot adopt one (no rebase support); prepare it from "${requested}" instead`,
-    );
-  }
-  throw invalidArgument(`cannot commit "${key}" onto parent "${requested}": its parent is "${current}"`);
-}
-
-/**
- * The labels thinsnap keeps on a snapshot: its filesystem type (every one, as
- * containerd's devmapper) and, on one grown by a max-size label or descended
- * from one, its device's and its filesystem's sizes.
- */
-function deviceLabels(d: Pick<DeviceRow, "fsType" | "sizeBytes" | "fsBytes">): Labels {
-  const out: Labels = { [FSTYPE_LABEL]: d.fsType };
-  if (d.fsBytes !== null) {
-    out[SIZE_LABEL] = String(d.sizeBytes);
-    out[FS_SIZE_LABEL] = String(d.fsBytes);
-  }
-  return out;
 }
