@@ -14,7 +14,7 @@
  * adds the timer and the Logger.
  */
 import { StatusParseError } from "../dm/status.ts";
-import type { Logger } from "../log.ts";
+import type { Logger, LogFields } from "../log.ts";
 import type { PoolStatus } from "../snapshotter/pool-api.ts";
 import { dataReserveBytes, METADATA_BLOCK_BYTES, type SpaceLimits } from "../snapshotter/space.ts";
 import type { PoolSample, PoolStatusName } from "./registry.ts";
@@ -86,6 +86,17 @@ export function poolSample(o: PoolObservation): PoolSample {
   };
 }
 
+/** The warnings of the two space thresholds, crossed downwards and back. */
+const LOW_WATER_LINES = {
+  below: "thin-pool free data space fell to its low-water mark: extend the data device or free space soon",
+  above: "thin-pool free data space is back above its low-water mark",
+};
+const MIN_FREE_SPACE_LINES = {
+  below:
+    "thin-pool free data space fell below min_free_space: new snapshots are refused (ResourceExhausted) until space is freed or the pool is extended",
+  above: "thin-pool free data space is back above min_free_space: new snapshots are accepted again",
+};
+
 const pct = (a: bigint, b: bigint): number => (b === 0n ? 0 : Number((a * 10000n) / b) / 100);
 
 /** Applies one observation; returns the next state and the lines to log. */
@@ -121,25 +132,13 @@ export function poolWatchStep(
     data_size_bytes: f.dataSizeBytes,
     metadata_used_percent: f.metadataUsedPercent,
   };
-  if (f.belowLowWater !== null && f.belowLowWater !== (prev.belowLowWater ?? false)) {
-    lines.push({
-      level: "warn",
-      msg: f.belowLowWater
-        ? "thin-pool free data space fell to its low-water mark: extend the data device or free space soon"
-        : "thin-pool free data space is back above its low-water mark",
-      fields: { ...figures, low_water_mark_bytes: f.lowWaterMarkBytes ?? undefined },
-    });
-  }
+  // A threshold crossed either way since the last read: one warning that says which way.
+  const crossed = (below: boolean | null, was: boolean | null, msg: { below: string; above: string }, fields: LogFields): void => {
+    if (below !== null && below !== (was ?? false)) lines.push({ level: "warn", msg: below ? msg.below : msg.above, fields: { ...figures, ...fields } });
+  };
+  crossed(f.belowLowWater, prev.belowLowWater, LOW_WATER_LINES, { low_water_mark_bytes: f.lowWaterMarkBytes ?? undefined });
   next.belowLowWater = f.belowLowWater;
-  if (f.belowMinFreeSpace !== null && f.belowMinFreeSpace !== (prev.belowReserve ?? false)) {
-    lines.push({
-      level: "warn",
-      msg: f.belowMinFreeSpace
-        ? "thin-pool free data space fell below min_free_space: new snapshots are refused (ResourceExhausted) until space is freed or the pool is extended"
-        : "thin-pool free data space is back above min_free_space: new snapshots are accepted again",
-      fields: { ...figures, min_free_space_bytes: f.minFreeSpaceBytes ?? undefined },
-    });
-  }
+  crossed(f.belowMinFreeSpace, prev.belowReserve, MIN_FREE_SPACE_LINES, { min_free_space_bytes: f.minFreeSpaceBytes ?? undefined });
   next.belowReserve = f.belowMinFreeSpace;
   return { next, lines };
 }

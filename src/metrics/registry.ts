@@ -31,7 +31,6 @@ export type PoolStatusName = (typeof POOL_STATUSES)[number];
 export const SNAPSHOT_KINDS = ["active", "view", "committed"] as const;
 export const DEVICE_STATES = ["creating", "ready", "deleting"] as const;
 
-
 /**
  * Buckets from 100 µs to 30 s, about three per decade: a Stat answers in
  * ~100 µs, a create_snap in milliseconds, a deactivate waiting out a busy
@@ -98,80 +97,47 @@ export class Metrics {
   constructor(opts: MetricsOptions) {
     this.readers = opts.readers ?? {};
     this.onReaderError = opts.onReaderError ?? (() => {});
+    // Every metric lives in this registry only; every histogram has the same buckets.
     const registers = [this.registry];
-    this.rpcRequests = new Counter({
-      name: "thinsnap_rpc_requests_total",
-      help: "Snapshots RPCs handled, by method and gRPC status code name",
-      labelNames: ["method", "code"],
-      registers,
-    });
-    this.rpcDuration = new Histogram({
-      name: "thinsnap_rpc_duration_seconds",
-      help: "Time to answer a Snapshots RPC (a streaming List: until its last message)",
-      labelNames: ["method"],
-      buckets: DURATION_BUCKETS,
-      registers,
-    });
-    this.kernelDuration = new Histogram({
-      name: "thinsnap_kernel_call_duration_seconds",
-      help: "Time of each device-mapper call (suspend: a flush's suspend and resume)",
-      labelNames: ["call"],
-      buckets: DURATION_BUCKETS,
-      registers,
-    });
-    this.dataUsed = new Gauge({ name: "thinsnap_pool_data_used_bytes", help: "Data space used in the thin-pool", registers });
-    this.dataSize = new Gauge({ name: "thinsnap_pool_data_size_bytes", help: "Data space of the thin-pool", registers });
-    this.metadataUsed = new Gauge({
-      name: "thinsnap_pool_metadata_used_bytes",
-      help: "Metadata space used in the thin-pool",
-      registers,
-    });
-    this.metadataSize = new Gauge({
-      name: "thinsnap_pool_metadata_size_bytes",
-      help: "Metadata space of the thin-pool",
-      registers,
-    });
-    this.poolStatus = new Gauge({
-      name: "thinsnap_pool_status",
-      help: "1 for the thin-pool's current status, 0 for the others",
-      labelNames: ["status"],
-      registers,
-    });
-    this.snapshots = new Gauge({
-      name: "thinsnap_snapshots",
-      help: "Snapshots in the store, by kind",
-      labelNames: ["kind"],
-      registers,
-    });
-    this.thinDevices = new Gauge({
-      name: "thinsnap_thin_devices",
-      help: "Thin devices in the store, by state (creating and deleting: operations under way or interrupted)",
-      labelNames: ["state"],
-      registers,
-    });
-    this.removeQueue = new Gauge({
-      name: "thinsnap_remove_queue_length",
-      help: "Thin devices waiting to be deleted from the pool",
-      registers,
-    });
-    this.repairs = new Counter({
-      name: "thinsnap_reconcile_repairs_total",
-      help: "Repairs made by start-up reconciliation, by kind",
-      labelNames: ["kind"],
-      registers,
-    });
-    this.refusals = new Counter({
-      name: "thinsnap_space_refusals_total",
-      help: "New devices refused for lack of space (ResourceExhausted), by resource",
-      labelNames: ["resource"],
-      registers,
-    });
-    new Gauge({
-      name: "thinsnap_build_info",
-      help: "Always 1; the labels say which thinsnap this is",
-      labelNames: ["version", "revision"],
-      registers,
-    }).set({ version: opts.version, revision: opts.revision }, 1);
+    const counter = <L extends string>(name: string, help: string, ...labelNames: L[]): Counter<L> =>
+      new Counter({ name, help, labelNames, registers });
+    const gauge = <L extends string>(name: string, help: string, ...labelNames: L[]): Gauge<L> =>
+      new Gauge({ name, help, labelNames, registers });
+    const histogram = <L extends string>(name: string, help: string, ...labelNames: L[]): Histogram<L> =>
+      new Histogram({ name, help, labelNames, buckets: DURATION_BUCKETS, registers });
+    this.rpcRequests = counter("thinsnap_rpc_requests_total", "Snapshots RPCs handled, by method and gRPC status code name", "method", "code");
+    this.rpcDuration = histogram(
+      "thinsnap_rpc_duration_seconds",
+      "Time to answer a Snapshots RPC (a streaming List: until its last message)",
+      "method",
+    );
+    this.kernelDuration = histogram(
+      "thinsnap_kernel_call_duration_seconds",
+      "Time of each device-mapper call (suspend: a flush's suspend and resume)",
+      "call",
+    );
+    this.dataUsed = gauge("thinsnap_pool_data_used_bytes", "Data space used in the thin-pool");
+    this.dataSize = gauge("thinsnap_pool_data_size_bytes", "Data space of the thin-pool");
+    this.metadataUsed = gauge("thinsnap_pool_metadata_used_bytes", "Metadata space used in the thin-pool");
+    this.metadataSize = gauge("thinsnap_pool_metadata_size_bytes", "Metadata space of the thin-pool");
+    this.poolStatus = gauge("thinsnap_pool_status", "1 for the thin-pool's current status, 0 for the others", "status");
+    this.snapshots = gauge("thinsnap_snapshots", "Snapshots in the store, by kind", "kind");
+    this.thinDevices = gauge(
+      "thinsnap_thin_devices",
+      "Thin devices in the store, by state (creating and deleting: operations under way or interrupted)",
+      "state",
+    );
+    this.removeQueue = gauge("thinsnap_remove_queue_length", "Thin devices waiting to be deleted from the pool");
+    this.repairs = counter("thinsnap_reconcile_repairs_total", "Repairs made by start-up reconciliation, by kind", "kind");
+    this.refusals = counter(
+      "thinsnap_space_refusals_total",
+      "New devices refused for lack of space (ResourceExhausted), by resource",
+      "resource",
+    );
+    gauge("thinsnap_build_info", "Always 1; the labels say which thinsnap this is", "version", "revision").set(
+      { version: opts.version, revision: opts.revision },
+      1,
+    );
 
     // Known label values start at 0, so a rate() or an alert sees the series
     // before the first event.

@@ -22,6 +22,7 @@ import { Daemon, inDir } from "../kit/daemon.ts";
 import { backendSnapshots, type BackendSnapshot } from "../kit/client.ts";
 import { sh, waitFor } from "../kit/process.ts";
 import { dm } from "./env.ts";
+import { FailureFlag } from "../kit/steps.ts";
 
 const POOL = "thinsnap-ctrd-test";
 const DIR = "/tmp/thinsnap-containerd-test";
@@ -67,19 +68,12 @@ describe.skipIf(SKIP !== null)("containerd 1.6 with thinsnap as its proxy snapsh
   let c: Containerd;
   let img: BuiltImage;
   let start: PoolStatusReport;
-  let failed = false;
+  const flag = new FailureFlag();
   const t0 = performance.now();
   const mounted: string[] = [];
 
-  /** Runs a test body; remembers a failure so afterAll prints the daemons' logs. */
-  const step = (fn: () => Promise<void>) => async (): Promise<void> => {
-    try {
-      await fn();
-    } catch (e) {
-      failed = true;
-      throw e;
-    }
-  };
+  /** Test bodies: a failure is remembered so afterAll prints the daemons' logs. */
+  const { step } = flag;
 
   const S = ["snapshots", "--snapshotter", "thinsnap"];
   const snap = (...args: string[]) => c.ctr(...S, ...args);
@@ -153,16 +147,16 @@ describe.skipIf(SKIP !== null)("containerd 1.6 with thinsnap as its proxy snapsh
       // Leave no task behind (a failed test may have left one running).
       await c.removeAllTasks();
       const code = await c.stop();
-      if (code !== 0) failed = true;
+      if (code !== 0) flag.failed = true;
     }
     if (d) {
       const code = await d.stop();
       if (code !== 0) {
-        failed = true;
+        flag.failed = true;
         console.error(`thinsnap serve exited with ${code}`);
       }
     }
-    if (failed) {
+    if (flag.failed) {
       if (d) console.error(`---- thinsnap log (tail) ----\n${d.logs().split("\n").slice(-80).join("\n")}`);
       if (c) console.error(`---- containerd log (tail) ----\n${c.logs().split("\n").slice(-80).join("\n")}`);
     }

@@ -15,7 +15,7 @@ import { dm as env } from "./env.ts";
 import { createTestPool, type TestPool } from "./pool-fixture.ts";
 import { Daemon, type DaemonConfig } from "../kit/daemon.ts";
 import { Code, codeOf, errorOf, listAll, SERVICE_PATH, snapshotsClient } from "../kit/client.ts";
-import { envelope } from "../kit/wire.ts";
+import { envelope, h2Session, partialStat } from "../kit/wire.ts";
 import { containerdInstalled, startContainerd } from "../kit/containerd.ts";
 import { MAX_KEY_BYTES, MAX_LABEL_BYTES, MAX_LABELS_TOTAL_BYTES } from "../../src/snapshotter/labels.ts";
 import {
@@ -60,30 +60,20 @@ describe.skipIf(!env.available)("hostile limits (real daemon)", () => {
     return Math.round(performance.now() - t0);
   };
 
+  /** SIGTERM: the daemon exits 0 within its grace period plus the shutdown bounds. */
+  const stopsInTime = async (peers: string): Promise<void> => {
+    const t0 = performance.now();
+    const st = await d.stop(60_000);
+    const ms = Math.round(performance.now() - t0);
+    console.log(`SIGTERM ${peers}: exit ${st} after ${ms} ms`);
+    expect(st).toBe(0);
+    expect(ms).toBeLessThan(GRACE_MS + SHUTDOWN_FLUSH_MS * 2 + SHUTDOWN_FORCE_MS + 5000);
+  };
+
   function h2(): http2.ClientHttp2Session {
-    const s = http2.connect("http://localhost", { createConnection: () => net.connect(cfg.address) });
-    s.on("error", () => {});
+    const s = h2Session(cfg.address);
     sessions.push(s);
     return s;
-  }
-  /** A Stat stream announcing `announced` bytes and sending `send` of them; resolves to its grpc-status. */
-  function partial(s: http2.ClientHttp2Session, announced: number, send: number): Promise<string> {
-    return new Promise((resolve) => {
-      const req = s.request({ ":method": "POST", ":path": `${SERVICE_PATH}/Stat`, "content-type": "application/grpc", te: "trailers" });
-      let status: string | undefined;
-      const pick = (h: http2.IncomingHttpHeaders): void => {
-        if (typeof h["grpc-status"] === "string") status = h["grpc-status"];
-      };
-      req.on("response", pick);
-      req.on("trailers", (h) => {
-        pick(h);
-        resolve(status ?? "none");
-      });
-      req.on("data", () => {});
-      req.on("error", () => {});
-      req.on("close", () => resolve(status ?? "reset"));
-      req.write(envelope(new Uint8Array(send), 0, announced));
-    });
   }
 
   beforeAll(async () => {
@@ -142,14 +132,14 @@ describe.skipIf(!env.available)("hostile limits (real daemon)", () => {
     const rss0 = rssMiB();
     // The issue's flood: 40 streams each sending 15 MiB of a larger announced body.
     const s = h2();
-    const big = await Promise.all(Array.from({ length: 40 }, () => partial(s, 16 * 2 ** 20 - 1, 64 * 1024)));
+    const big = await Promise.all(Array.from({ length: 40 }, () => partialStat(s, 16 * 2 ** 20 - 1, 64 * 1024)));
     console.log(`40 huge announced bodies: ${big.join(",")}`);
     expect(new Set(big)).toEqual(new Set([String(Code.ResourceExhausted)]));
     // Just under the message limit, on 16 connections x 20 streams, bodies never finished.
     const held: Promise<string>[] = [];
     for (let i = 0; i < 16; i++) {
       const si = h2();
-      for (let j = 0; j < 20; j++) held.push(partial(si, MAX_REQUEST_BYTES - 16, MAX_REQUEST_BYTES - 1024));
+      for (let j = 0; j < 20; j++) held.push(partialStat(si, MAX_REQUEST_BYTES - 16, MAX_REQUEST_BYTES - 1024));
     }
     await sleep(3000);
     const peak = rssMiB();
@@ -239,14 +229,9 @@ describe.skipIf(!env.available)("hostile limits (real daemon)", () => {
     keeper.write(Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0])]));
     sockets.push(keeper);
     const s = h2();
-    expect(await partial(s, 3, 3)).toBe(String(Code.InvalidArgument)); // a call done, connection kept
+    expect(await partialStat(s, 3, 3)).toBe(String(Code.InvalidArgument)); // a call done, connection kept
     await sleep(500);
-    const t0 = performance.now();
-    const st = await d.stop(60_000);
-    const ms = Math.round(performance.now() - t0);
-    console.log(`SIGTERM with open connections: exit ${st} after ${ms} ms`);
-    expect(st).toBe(0);
-    expect(ms).toBeLessThan(GRACE_MS + SHUTDOWN_FLUSH_MS * 2 + SHUTDOWN_FORCE_MS + 5000);
+    await stopsInTime("with open connections");
     dropPeers();
     await start();
   }, 300_000);
@@ -256,12 +241,7 @@ describe.skipIf(!env.available)("hostile limits (real daemon)", () => {
     try {
       const r = await c.ctr("snapshots", "--snapshotter", "thinsnap", "ls");
       expect(r.code).toBe(0);
-      const t0 = performance.now();
-      const st = await d.stop(60_000);
-      const ms = Math.round(performance.now() - t0);
-      console.log(`SIGTERM with containerd connected: exit ${st} after ${ms} ms`);
-      expect(st).toBe(0);
-      expect(ms).toBeLessThan(GRACE_MS + SHUTDOWN_FLUSH_MS * 2 + SHUTDOWN_FORCE_MS + 5000);
+      await stopsInTime("with containerd connected");
     } finally {
       await c.stop();
       if (!d.running) await start();

@@ -28,6 +28,7 @@ import { createFilePool, destroyFilePool } from "../kit/cli.ts";
 import { Daemon, inDir } from "../kit/daemon.ts";
 import { exitOf, REPO, run, socketAccepts, waitFor, type RunResult } from "../kit/process.ts";
 import { dm } from "./env.ts";
+import { FailureFlag } from "../kit/steps.ts";
 
 const DIST = join(REPO, "dist/thinsnap");
 const POOL = "thinsnap-install-test";
@@ -120,17 +121,11 @@ describe.skipIf(SKIP !== null)("thinsnap install --host-root", () => {
   let d: Daemon | undefined;
   let containerd: ChildProcess | undefined;
   let containerdExit: Promise<number> | undefined;
-  let failed = false;
+  const flag = new FailureFlag();
   const original16 = v2Config();
 
-  const step = (fn: () => Promise<void>) => async (): Promise<void> => {
-    try {
-      await fn();
-    } catch (e) {
-      failed = true;
-      throw e;
-    }
-  };
+  /** Test bodies: a failure is remembered so afterAll prints the daemons' logs. */
+  const { step } = flag;
 
   const ctr = (...args: string[]): Promise<RunResult> =>
     run([CTR_BIN, "--address", join(CD, "containerd.sock"), "--namespace", "default", ...args], { timeoutMs: 300_000 });
@@ -154,7 +149,7 @@ describe.skipIf(SKIP !== null)("thinsnap install --host-root", () => {
       await containerdExit;
     }
     if (d) await d.stop();
-    if (failed) {
+    if (flag.failed) {
       if (d) console.error(`---- thinsnap log (tail) ----\n${d.logs().split("\n").slice(-60).join("\n")}`);
       try {
         console.error(`---- containerd log (tail) ----\n${readFileSync(join(CD, "containerd.log"), "utf8").split("\n").slice(-60).join("\n")}`);

@@ -4,10 +4,9 @@ import { dm as env } from "./env.ts";
 import { createTestPool, type TestPool } from "./pool-fixture.ts";
 import { DmError, Errno, isErrno } from "../../src/dm/index.ts";
 import { KernelWorkers, MAX_RETIRED_COPIES } from "../../src/dm/kernel-workers.ts";
-import { closeSync, constants, existsSync, openSync, rmSync } from "node:fs";
+import { closeSync, constants, openSync, rmSync } from "node:fs";
 import { spawnSync } from "node:child_process";
-import { createFilePool, destroyFilePool } from "../kit/cli.ts";
-import { Daemon, inDir } from "../kit/daemon.ts";
+import { binaryMissing, withBinaryDaemon } from "../kit/binary.ts";
 import { snapshotsClient } from "../kit/client.ts";
 
 const SIZE = 64n << 20n;
@@ -175,26 +174,14 @@ describe.skipIf(!env.available)("kernel workers on a real thin-pool", () => {
 });
 
 /**
- * The compiled executable (dist/thinsnap, built by `npm run build`; tests/run-all
- * builds it first) ships the threads' code as its own entry point: serve must
- * find it, run its calls there, and not fall back to the main thread.
+ * The compiled executable ships the threads' code as its own entry point:
+ * serve must find it, run its calls there, and not fall back to the main thread.
  */
-const BINARY = `${import.meta.dir}/../../dist/thinsnap`;
-const noBinary = !existsSync(BINARY);
-if (env.available && noBinary) console.warn(`kernel threads in the compiled binary SKIPPED: ${BINARY} missing (npm run build)`);
+const noBinary = binaryMissing("kernel threads in the compiled binary", env.available);
 
 describe.skipIf(!env.available || noBinary)("kernel threads in the compiled binary", () => {
   test("serve starts its threads and makes a chain of layers on them", async () => {
-    const dir = "/tmp/tskwbin";
-    rmSync(dir, { recursive: true, force: true });
-    await createFilePool({ name: "tskwbin", dataFile: `${dir}/pool.data`, dataSize: "512M", binary: BINARY });
-    let d: Daemon | undefined;
-    try {
-      d = await Daemon.serving({
-        ...inDir(`${dir}/ts`, { poolName: "tskwbin", logLevel: "info", kernelThreads: 4 }),
-        binary: BINARY,
-        readyTimeoutMs: 120_000,
-      });
+    await withBinaryDaemon("tskwbin", "512M", { logLevel: "info", kernelThreads: 4 }, async (d) => {
       const c = snapshotsClient(d.address);
       // Two chains at once, so that more than one thread has work.
       await Promise.all(
@@ -212,12 +199,6 @@ describe.skipIf(!env.available || noBinary)("kernel threads in the compiled bina
       const log = d.logs();
       expect(log).not.toContain("kernel threads unavailable");
       expect(log).toMatch(/msg=serving .*kernel_threads=4/);
-      expect(await d.stop()).toBe(0);
-      d = undefined;
-    } finally {
-      await d?.kill();
-      await destroyFilePool("tskwbin", { deleteFiles: true, binary: BINARY });
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   }, 300_000);
 });

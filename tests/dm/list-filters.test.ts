@@ -4,16 +4,12 @@
  * work there, including the limits' refusals.
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, rmSync } from "node:fs";
 import { dm as env } from "./env.ts";
-import { createFilePool, destroyFilePool } from "../kit/cli.ts";
-import { Daemon, inDir } from "../kit/daemon.ts";
+import { binaryMissing, withBinaryDaemon } from "../kit/binary.ts";
 import { Code, errorOf, snapshotsClient, type SnapshotsClient } from "../kit/client.ts";
 import { MAX_FILTER_REGEXPS } from "../../src/filters/limits.ts";
 
-const BINARY = `${import.meta.dir}/../../dist/thinsnap`;
-const noBinary = !existsSync(BINARY);
-if (env.available && noBinary) console.warn(`List filters in the compiled binary SKIPPED: ${BINARY} missing (npm run build)`);
+const noBinary = binaryMissing("List filters in the compiled binary", env.available);
 
 async function names(c: SnapshotsClient, filters: string[]): Promise<string[]> {
   const out: string[] = [];
@@ -23,12 +19,7 @@ async function names(c: SnapshotsClient, filters: string[]): Promise<string[]> {
 
 describe.skipIf(!env.available || noBinary)("List filters in the compiled binary", () => {
   test("regexp filters match like Go's regexp; over-limit Lists are refused", async () => {
-    const dir = "/tmp/tslfbin";
-    rmSync(dir, { recursive: true, force: true });
-    await createFilePool({ name: "tslfbin", dataFile: `${dir}/pool.data`, dataSize: "256M", binary: BINARY });
-    let d: Daemon | undefined;
-    try {
-      d = await Daemon.serving({ ...inDir(`${dir}/ts`, { poolName: "tslfbin", logLevel: "info" }), binary: BINARY, readyTimeoutMs: 120_000 });
+    await withBinaryDaemon("tslfbin", "256M", { logLevel: "info" }, async (d) => {
       const c = snapshotsClient(d.config.address);
       await c.prepare({ key: "default/1/abc", parent: "", labels: { "containerd.io/gc.root": "2024", k: "Σίσυφος" } });
       await c.view({ key: "v", parent: "", labels: { k: "KELVIN" } });
@@ -52,12 +43,6 @@ describe.skipIf(!env.available || noBinary)("List filters in the compiled binary
       expect(long.rawMessage).toContain("MAX_REGEXP_PROGRAM");
       await c.remove({ key: "v" });
       await c.remove({ key: "default/1/abc" });
-      expect(await d.stop()).toBe(0);
-      d = undefined;
-    } finally {
-      await d?.kill();
-      await destroyFilePool("tslfbin", { deleteFiles: true, binary: BINARY });
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   }, 300_000);
 });

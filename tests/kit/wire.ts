@@ -41,8 +41,7 @@ export async function rawGrpcCall(
   body: Uint8Array | Uint8Array[],
   opts: { headers?: http2.OutgoingHttpHeaders; timeoutMs?: number; path?: string } = {},
 ): Promise<RawResult> {
-  const session = http2.connect("http://localhost", { createConnection: () => net.connect(socketPath) });
-  session.on("error", () => {});
+  const session = h2Session(socketPath);
   const chunks: Buffer[] = [];
   try {
     return await new Promise<RawResult>((resolve) => {
@@ -88,6 +87,44 @@ export async function rawGrpcCall(
   } finally {
     session.destroy();
   }
+}
+
+/** An HTTP/2 session to the daemon's socket; session errors are ignored (the caller destroys it). */
+export function h2Session(socketPath: string): http2.ClientHttp2Session {
+  const s = http2.connect("http://localhost", { createConnection: () => net.connect(socketPath) });
+  s.on("error", () => {});
+  return s;
+}
+
+/**
+ * Opens a Stat stream on `session` announcing `announced` message bytes and
+ * sends `send` of them (the body stays open unless all were sent). Resolves to
+ * the grpc-status the server answered, or "no status" / "reset" / "closed".
+ */
+export function partialStat(
+  session: http2.ClientHttp2Session,
+  announced: number,
+  send: number,
+  data: Uint8Array = new Uint8Array(send),
+): Promise<string> {
+  return new Promise((resolve) => {
+    const req = session.request({ ":method": "POST", ":path": `${SERVICE_PATH}/Stat`, "content-type": "application/grpc", te: "trailers" });
+    let status: string | undefined;
+    const pick = (h: http2.IncomingHttpHeaders): void => {
+      if (typeof h["grpc-status"] === "string") status = h["grpc-status"];
+    };
+    req.on("response", pick);
+    // The answer may come before the request body ends (refused, timed out).
+    req.on("trailers", (h) => {
+      pick(h);
+      resolve(status ?? "no status");
+    });
+    req.on("data", () => {});
+    req.on("error", () => {});
+    req.on("close", () => resolve(status ?? (req.rstCode ? "reset" : "closed")));
+    req.write(envelope(data, 0, announced));
+    if (send >= announced) req.end();
+  });
 }
 
 function safeDecode(s: string): string {

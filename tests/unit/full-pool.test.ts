@@ -7,24 +7,16 @@
  */
 import { describe, expect, test } from "bun:test";
 import { Store } from "../../src/store/store.ts";
-import { ThinSnapshotter } from "../../src/snapshotter/snapshotter.ts";
 import { FakePool } from "../kit/fakes/fake-pool.ts";
 import { expectCode } from "../shared/semantics.ts";
-import { TEST_OPTIONS } from "../kit/fakes/options.ts";
+import { dmNameOf, openOnFakePool, prepareMounted } from "../kit/fakes/open.ts";
 
-async function open(statusTtlMs = 0) {
-  const pool = new FakePool();
-  const store = Store.open(":memory:");
-  const sn = await ThinSnapshotter.open(TEST_OPTIONS, { store, pool, format: async () => {}, statusTtlMs });
-  return { sn, pool, store };
-}
-const dmNameOf = (store: Store, key: string): string => store.getDevice(store.getSnapshot(key)!.thinId)!.dmName;
+const open = (statusTtlMs = 0) => openOnFakePool(new FakePool(), Store.open(":memory:"), {}, statusTtlMs);
 
 describe("a pool out of data space", () => {
   test("Commit is refused before its flush and fsync, and succeeds once there is space", async () => {
     const { sn, pool, store } = await open();
-    await sn.prepare("a", "");
-    pool.open(dmNameOf(store, "a")); // still mounted: Commit would suspend (flush) it
+    await prepareMounted({ sn, pool, store }, "a"); // still mounted: Commit would suspend (flush) it
     pool.mode = "out_of_data_space";
     pool.calls = [];
     await expectCode(sn.commit("A", "a"), "resource_exhausted", "out of data space");
@@ -39,8 +31,7 @@ describe("a pool out of data space", () => {
 
   test("a pool that fills while Commit flushes a mounted device: refused (its writeback may have failed)", async () => {
     const { sn, pool, store } = await open();
-    await sn.prepare("a", "");
-    pool.open(dmNameOf(store, "a"));
+    await prepareMounted({ sn, pool, store }, "a");
     pool.onCall = (op) => {
       if (op === "flush") pool.mode = "out_of_data_space";
     };

@@ -6,7 +6,6 @@ import { spawnSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Store } from "../../src/store/store.ts";
-import { ThinSnapshotter, type SnapshotterOptions } from "../../src/snapshotter/snapshotter.ts";
 import {
   FS_SIZE_LABEL,
   MAX_SIZE_LABEL,
@@ -23,6 +22,8 @@ import { SnapshotterError } from "../../src/errors.ts";
 import { FAKE_GROW_SLACK, FAKE_GROW_WRITES, FakePool } from "../kit/fakes/fake-pool.ts";
 import { expectCode } from "../shared/semantics.ts";
 import { TEST_OPTIONS } from "../kit/fakes/options.ts";
+import { deviceOf as devOf, openOnFakePool as open } from "../kit/fakes/open.ts";
+import { armCrashAtStep, rethrowUnlessCrash, storeOf } from "../kit/fakes/crash.ts";
 
 const MiB = 1n << 20n;
 const GiB = 1n << 30n;
@@ -138,14 +139,6 @@ describe("superblocks", () => {
   });
 });
 
-async function open(pool = new FakePool(), store = Store.open(":memory:"), opts: Partial<SnapshotterOptions> = {}) {
-  const sn = await ThinSnapshotter.open(
-    { ...TEST_OPTIONS, ...opts },
-    { store, pool, format: async () => {}, grow: pool.grow, statusTtlMs: 0 },
-  );
-  return { sn, pool, store };
-}
-const devOf = (store: Store, key: string) => store.getDevice(store.getSnapshot(key)!.thinId)!;
 const BASE = TEST_OPTIONS.baseImageSize;
 const grows = (pool: FakePool) => pool.calls.filter((c) => c === "grow").length;
 
@@ -245,7 +238,6 @@ describe("max-size on a fake pool", () => {
   });
 
   test("a crash before/after each step of a grown Prepare (the grow included) rolls it back", async () => {
-    class Crash extends Error {}
     let images = 0;
     for (let crashAt = 0; crashAt < 20; crashAt++) {
       for (const when of ["before", "after"] as const) {
@@ -254,28 +246,17 @@ describe("max-size on a fake pool", () => {
         const { sn } = await open(pool, store);
         await sn.prepare("p", "");
         await sn.commit("parent", "p");
-        let n = 0;
-        let image: { db: Uint8Array; pool: FakePool } | null = null;
-        const hook = (call: string): void => {
-          if (image || call === "status" || call === "info" || call === "thin_status") return;
-          if (n++ === crashAt) {
-            image = { db: store.serialize(), pool: pool.clone() };
-            throw new Crash(call);
-          }
-        };
-        if (when === "before") pool.onCall = hook;
-        else pool.afterCall = hook;
+        const crash = armCrashAtStep(pool, store, when, crashAt);
         try {
           await sn.prepare("new", "parent", { labels: ask(String(GiB)) });
         } catch (e) {
-          if (!(e instanceof Crash) && !(e instanceof Error && e.cause instanceof Crash)) throw e;
+          rethrowUnlessCrash(e);
         }
-        pool.onCall = pool.afterCall = null;
+        const img = crash.disarm();
         sn.remover.stop();
-        if (!image) continue;
+        if (!img) continue;
         images++;
-        const img: { db: Uint8Array; pool: FakePool } = image;
-        const store2 = Store.wrap(Database.deserialize(img.db));
+        const store2 = storeOf(img);
         const re = await open(img.pool, store2);
         await re.sn.cleanup();
         expect(new Set(img.pool.thins.keys())).toEqual(new Set(store2.allDevices().map((d) => d.thinId)));

@@ -16,6 +16,7 @@ import { Store } from "../../src/store/store.ts";
 import { snapshotsClient } from "../kit/client.ts";
 import { FakePool } from "../kit/fakes/fake-pool.ts";
 import { TEST_OPTIONS } from "../kit/fakes/options.ts";
+import { expectSeries, seriesValue } from "../kit/metrics.ts";
 
 function scrape(port: number): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -38,11 +39,6 @@ async function failure(p: Promise<unknown>): Promise<string> {
     return String(e);
   }
   return "no error";
-}
-
-function value(text: string, series: string): number | undefined {
-  const line = text.split("\n").find((l) => l.startsWith(`${series} `));
-  return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 
 describe("Observability", () => {
@@ -95,20 +91,22 @@ describe("Observability", () => {
     for (let i = 0; i < 5; i++) expect(await failure(client.prepare({ key: `x${i}`, parent: "" }))).toContain("too little free data space");
     await Bun.sleep(60); // a pool watch poll
     const t = await scrape(port);
-    expect(value(t, 'thinsnap_rpc_requests_total{method="Prepare",code="OK"}')).toBe(2);
-    expect(value(t, 'thinsnap_rpc_requests_total{method="Prepare",code="ResourceExhausted"}')).toBe(5);
-    expect(value(t, 'thinsnap_rpc_requests_total{method="Commit",code="OK"}')).toBe(1);
-    expect(value(t, 'thinsnap_rpc_requests_total{method="Stat",code="NotFound"}')).toBe(1);
-    expect(value(t, 'thinsnap_kernel_call_duration_seconds_count{call="create_snap"}')).toBe(2);
-    expect(value(t, 'thinsnap_kernel_call_duration_seconds_count{call="create_thin"}')).toBe(1); // the base
-    expect(value(t, 'thinsnap_space_refusals_total{resource="min_free_space"}')).toBe(5);
-    expect(value(t, 'thinsnap_snapshots{kind="active"}')).toBe(1);
-    expect(value(t, 'thinsnap_snapshots{kind="committed"}')).toBe(1);
-    expect(value(t, 'thinsnap_thin_devices{state="ready"}')).toBe(3);
-    expect(value(t, "thinsnap_remove_queue_length")).toBe(0);
-    expect(value(t, 'thinsnap_pool_status{status="rw"}')).toBe(1);
-    expect(value(t, "thinsnap_pool_data_size_bytes")).toBe(16384 * 65536);
-    expect(value(t, "thinsnap_pool_data_used_bytes")).toBeGreaterThan(16384 * 65536 * 0.9);
+    expectSeries(t, {
+      'thinsnap_rpc_requests_total{method="Prepare",code="OK"}': 2,
+      'thinsnap_rpc_requests_total{method="Prepare",code="ResourceExhausted"}': 5,
+      'thinsnap_rpc_requests_total{method="Commit",code="OK"}': 1,
+      'thinsnap_rpc_requests_total{method="Stat",code="NotFound"}': 1,
+      'thinsnap_kernel_call_duration_seconds_count{call="create_snap"}': 2,
+      'thinsnap_kernel_call_duration_seconds_count{call="create_thin"}': 1, // the base
+      'thinsnap_space_refusals_total{resource="min_free_space"}': 5,
+      'thinsnap_snapshots{kind="active"}': 1,
+      'thinsnap_snapshots{kind="committed"}': 1,
+      'thinsnap_thin_devices{state="ready"}': 3,
+      "thinsnap_remove_queue_length": 0,
+      'thinsnap_pool_status{status="rw"}': 1,
+      "thinsnap_pool_data_size_bytes": 16384 * 65536,
+    });
+    expect(seriesValue(t, "thinsnap_pool_data_used_bytes")).toBeGreaterThan(16384 * 65536 * 0.9);
     expect(t).toContain("process_resident_memory_bytes");
     expect(t).toMatch(/^thinsnap_build_info\{version="[^"]+",revision="[^"]+"\} 1$/m);
     const refusals = lines.filter((l) => String(l.msg).startsWith("refusing new snapshots"));
@@ -150,7 +148,7 @@ describe("Observability", () => {
       await sn.close();
     });
     const t = await obs.metrics!.scrape();
-    expect(value(t, 'thinsnap_reconcile_repairs_total{kind="rolled_back"}')).toBe(1);
+    expect(seriesValue(t, 'thinsnap_reconcile_repairs_total{kind="rolled_back"}')).toBe(1);
     expect(t).not.toContain('thinsnap_reconcile_repairs_total{kind="busy"}');
   });
 

@@ -1,17 +1,7 @@
 /** The metric set of issue 14: names, types, labels, and the scrape-time gauges. */
 import { describe, expect, test } from "bun:test";
 import { DURATION_BUCKETS, Metrics, POOL_STATUSES, type PoolSample } from "../../src/metrics/registry.ts";
-
-/** `name{labels} value` lines of an exposition, without comments. */
-function samples(text: string): Map<string, number> {
-  const m = new Map<string, number>();
-  for (const l of text.split("\n")) {
-    if (l === "" || l.startsWith("#")) continue;
-    const i = l.lastIndexOf(" ");
-    m.set(l.slice(0, i), Number(l.slice(i + 1)));
-  }
-  return m;
-}
+import { expectSeries, samples } from "../kit/metrics.ts";
 
 function types(text: string): Map<string, string> {
   const m = new Map<string, string>();
@@ -63,14 +53,16 @@ describe("Metrics", () => {
     m.rpc("Stat", "NotFound", 0.0001);
     m.rpc("Prepare", "ResourceExhausted", 2);
     const s = samples(await m.scrape());
-    expect(s.get('thinsnap_rpc_requests_total{method="Stat",code="OK"}')).toBe(2);
-    expect(s.get('thinsnap_rpc_requests_total{method="Stat",code="NotFound"}')).toBe(1);
-    expect(s.get('thinsnap_rpc_requests_total{method="Prepare",code="ResourceExhausted"}')).toBe(1);
-    expect(s.get('thinsnap_rpc_duration_seconds_count{method="Stat"}')).toBe(3);
-    expect(s.get('thinsnap_rpc_duration_seconds_bucket{le="0.0001",method="Stat"}')).toBe(1);
-    expect(s.get('thinsnap_rpc_duration_seconds_bucket{le="0.00025",method="Stat"}')).toBe(3);
-    expect(s.get('thinsnap_rpc_duration_seconds_bucket{le="1",method="Prepare"}')).toBe(0);
-    expect(s.get('thinsnap_rpc_duration_seconds_bucket{le="2.5",method="Prepare"}')).toBe(1);
+    expectSeries(s, {
+      'thinsnap_rpc_requests_total{method="Stat",code="OK"}': 2,
+      'thinsnap_rpc_requests_total{method="Stat",code="NotFound"}': 1,
+      'thinsnap_rpc_requests_total{method="Prepare",code="ResourceExhausted"}': 1,
+      'thinsnap_rpc_duration_seconds_count{method="Stat"}': 3,
+      'thinsnap_rpc_duration_seconds_bucket{le="0.0001",method="Stat"}': 1,
+      'thinsnap_rpc_duration_seconds_bucket{le="0.00025",method="Stat"}': 3,
+      'thinsnap_rpc_duration_seconds_bucket{le="1",method="Prepare"}': 0,
+      'thinsnap_rpc_duration_seconds_bucket{le="2.5",method="Prepare"}': 1,
+    });
   });
 
   test("buckets span 100 µs to 30 s", () => {
@@ -109,23 +101,27 @@ describe("Metrics", () => {
       },
     });
     let s = samples(await m.scrape());
-    expect(s.get('thinsnap_snapshots{kind="active"}')).toBe(1);
-    expect(s.get('thinsnap_snapshots{kind="view"}')).toBe(0);
-    expect(s.get('thinsnap_snapshots{kind="committed"}')).toBe(5);
-    expect(s.get('thinsnap_thin_devices{state="deleting"}')).toBe(2);
-    expect(s.get('thinsnap_thin_devices{state="creating"}')).toBe(0);
-    expect(s.get("thinsnap_remove_queue_length")).toBe(2);
+    expectSeries(s, {
+      'thinsnap_snapshots{kind="active"}': 1,
+      'thinsnap_snapshots{kind="view"}': 0,
+      'thinsnap_snapshots{kind="committed"}': 5,
+      'thinsnap_thin_devices{state="deleting"}': 2,
+      'thinsnap_thin_devices{state="creating"}': 0,
+      "thinsnap_remove_queue_length": 2,
+    });
     for (const st of POOL_STATUSES) expect(s.get(`thinsnap_pool_status{status="${st}"}`)).toBe(0);
 
     pool = { status: "rw", dataUsedBytes: 10n << 30n, dataSizeBytes: 100n << 30n, metadataUsedBytes: 4096n, metadataSizeBytes: 1n << 24n };
     active = 4;
     s = samples(await m.scrape());
-    expect(s.get("thinsnap_pool_data_used_bytes")).toBe(10 * 2 ** 30);
-    expect(s.get("thinsnap_pool_data_size_bytes")).toBe(100 * 2 ** 30);
-    expect(s.get("thinsnap_pool_metadata_used_bytes")).toBe(4096);
-    expect(s.get("thinsnap_pool_metadata_size_bytes")).toBe(2 ** 24);
-    expect(s.get('thinsnap_snapshots{kind="active"}')).toBe(4);
-    expect(s.get('thinsnap_pool_status{status="rw"}')).toBe(1);
+    expectSeries(s, {
+      "thinsnap_pool_data_used_bytes": 10 * 2 ** 30,
+      "thinsnap_pool_data_size_bytes": 100 * 2 ** 30,
+      "thinsnap_pool_metadata_used_bytes": 4096,
+      "thinsnap_pool_metadata_size_bytes": 2 ** 24,
+      'thinsnap_snapshots{kind="active"}': 4,
+      'thinsnap_pool_status{status="rw"}': 1,
+    });
 
     pool = { status: "fail" };
     s = samples(await m.scrape());

@@ -1,12 +1,13 @@
 /** RPC metrics from the service's call interceptor, on the real Snapshots service (Connect's in-process router transport). */
 import { describe, expect, test } from "bun:test";
-import { Code, createClient, createRouterTransport } from "@connectrpc/connect";
+import { createClient, createRouterTransport } from "@connectrpc/connect";
 import { Snapshots } from "../../src/rpc/gen/containerd/services/snapshots/v1/snapshots_pb.ts";
 import { createSnapshotsService } from "../../src/rpc/service.ts";
 import { Metrics } from "../../src/metrics/registry.ts";
 import { rpcInterceptors } from "../../src/rpc/interceptors.ts";
 import { MemorySnapshotter } from "../kit/fakes/memory-snapshotter.ts";
 import { resourceExhausted } from "../../src/errors.ts";
+import { expectSeries, seriesValue } from "../kit/metrics.ts";
 
 function setup() {
   const sn = new MemorySnapshotter();
@@ -15,11 +16,6 @@ function setup() {
     router: { interceptors: rpcInterceptors({ observe: (method, code, s) => m.rpc(method, code, s) }) },
   });
   return { sn, m, client: createClient(Snapshots, transport) };
-}
-
-function value(text: string, series: string): number | undefined {
-  const line = text.split("\n").find((l) => l.startsWith(`${series} `));
-  return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 
 describe("RPC metrics", () => {
@@ -33,13 +29,15 @@ describe("RPC metrics", () => {
     await expect(client.prepare({ key: "b", parent: "" })).rejects.toThrow();
     await expect(client.prepare({ key: "a", parent: "" })).rejects.toThrow();
     const t = await m.scrape();
-    expect(value(t, 'thinsnap_rpc_requests_total{method="Stat",code="OK"}')).toBe(2);
-    expect(value(t, 'thinsnap_rpc_requests_total{method="Stat",code="NotFound"}')).toBe(1);
-    expect(value(t, 'thinsnap_rpc_requests_total{method="Prepare",code="OK"}')).toBe(1);
-    expect(value(t, 'thinsnap_rpc_requests_total{method="Prepare",code="ResourceExhausted"}')).toBe(1);
-    expect(value(t, 'thinsnap_rpc_requests_total{method="Prepare",code="AlreadyExists"}')).toBe(1);
-    expect(value(t, 'thinsnap_rpc_duration_seconds_count{method="Stat"}')).toBe(3);
-    expect(value(t, 'thinsnap_rpc_duration_seconds_count{method="Prepare"}')).toBe(3);
+    expectSeries(t, {
+      'thinsnap_rpc_requests_total{method="Stat",code="OK"}': 2,
+      'thinsnap_rpc_requests_total{method="Stat",code="NotFound"}': 1,
+      'thinsnap_rpc_requests_total{method="Prepare",code="OK"}': 1,
+      'thinsnap_rpc_requests_total{method="Prepare",code="ResourceExhausted"}': 1,
+      'thinsnap_rpc_requests_total{method="Prepare",code="AlreadyExists"}': 1,
+      'thinsnap_rpc_duration_seconds_count{method="Stat"}': 3,
+      'thinsnap_rpc_duration_seconds_count{method="Prepare"}': 3,
+    });
   });
 
   test("a streaming List is counted once, when its last message is out", async () => {
@@ -49,12 +47,12 @@ describe("RPC metrics", () => {
     for await (const batch of client.list({ filters: [] })) {
       n += batch.info.length;
       // still streaming: not counted yet
-      expect(value(await m.scrape(), 'thinsnap_rpc_requests_total{method="List",code="OK"}')).toBeUndefined();
+      expect(seriesValue(await m.scrape(), 'thinsnap_rpc_requests_total{method="List",code="OK"}')).toBeUndefined();
     }
     expect(n).toBe(250);
     const t = await m.scrape();
-    expect(value(t, 'thinsnap_rpc_requests_total{method="List",code="OK"}')).toBe(1);
-    expect(value(t, 'thinsnap_rpc_duration_seconds_count{method="List"}')).toBe(1);
+    expect(seriesValue(t, 'thinsnap_rpc_requests_total{method="List",code="OK"}')).toBe(1);
+    expect(seriesValue(t, 'thinsnap_rpc_duration_seconds_count{method="List"}')).toBe(1);
   });
 
   test("a List that fails is counted with its code", async () => {
@@ -66,6 +64,6 @@ describe("RPC metrics", () => {
       }
     })()).rejects.toThrow();
     const t = await m.scrape();
-    expect(value(t, 'thinsnap_rpc_requests_total{method="List",code="InvalidArgument"}')).toBe(1);
+    expect(seriesValue(t, 'thinsnap_rpc_requests_total{method="List",code="InvalidArgument"}')).toBe(1);
   });
 });

@@ -4,7 +4,6 @@
  * snapshotter opens and serves. After it, inspect() finds nothing.
  */
 import { describe, expect, test } from "bun:test";
-import { Database } from "bun:sqlite";
 import { describeProblem, inspect } from "../../src/consistency/inspect.ts";
 import { readPoolView, readStoreView } from "../../src/consistency/views.ts";
 import { Errno } from "../../src/dm/errors.ts";
@@ -14,6 +13,7 @@ import { ThinSnapshotter } from "../../src/snapshotter/snapshotter.ts";
 import { Store } from "../../src/store/store.ts";
 import { FakePool } from "../kit/fakes/fake-pool.ts";
 import { TEST_OPTIONS } from "../kit/fakes/options.ts";
+import { crashAfter, storeOf } from "../kit/fakes/crash.ts";
 
 function problems(store: Store, pool: FakePool): string[] {
   const sv = readStoreView(store);
@@ -31,17 +31,9 @@ async function interruptedCreate(): Promise<{ pool: FakePool; store: Store; half
   const store = Store.open(":memory:");
   const sn = await open(pool, store);
   await sn.prepare("kept", "");
-  let image: { db: Uint8Array; pool: FakePool } | null = null;
-  pool.afterCall = (op) => {
-    if (op === "activate" && !image) {
-      image = { db: store.serialize(), pool: pool.clone() };
-      throw new Error("crash");
-    }
-  };
-  await expect(sn.prepare("half", "")).rejects.toThrow();
+  const img = await crashAfter(pool, store, "activate", () => sn.prepare("half", ""));
   sn.remover.stop();
-  const img = image as unknown as { db: Uint8Array; pool: FakePool };
-  const again = Store.wrap(Database.deserialize(img.db));
+  const again = storeOf(img);
   const half = again.devicesInState("creating")[0]!.dmName;
   expect(img.pool.mapped.has(half)).toBe(true);
   return { pool: img.pool, store: again, half };

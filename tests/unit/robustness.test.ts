@@ -3,13 +3,11 @@
  * commits that land, the remover's timers, and a pool re-created behind a store.
  */
 import { describe, expect, test } from "bun:test";
-import { Database } from "bun:sqlite";
 import { Store } from "../../src/store/store.ts";
 import { Errno } from "../../src/dm/errors.ts";
 import { FakePool } from "../kit/fakes/fake-pool.ts";
-import { openOnFakePool as open } from "../kit/fakes/open.ts";
-
-const dmNameOf = (store: Store, key: string): string => store.getDevice(store.getSnapshot(key)!.thinId)!.dmName;
+import { dmNameOf, openOnFakePool as open, prepareMounted } from "../kit/fakes/open.ts";
+import { crashAfter, storeOf } from "../kit/fakes/crash.ts";
 
 describe("thin ids the pool already had are never deleted", () => {
   test("a used pool (e.g. containerd's devmapper, transaction id 0) is refused by a fresh store", async () => {
@@ -38,19 +36,11 @@ describe("start-up survives busy and broken devices", () => {
     const pool = new FakePool();
     const store = Store.open(":memory:");
     const { sn } = await open(pool, store);
-    let image: { db: Uint8Array; pool: FakePool } | null = null;
-    pool.afterCall = (op) => {
-      if (op === "activate" && !image) {
-        image = { db: store.serialize(), pool: pool.clone() };
-        throw new Error("crash");
-      }
-    };
-    await expect(sn.prepare("p", "")).rejects.toThrow();
+    const img = await crashAfter(pool, store, "activate", () => sn.prepare("p", ""));
     sn.remover.stop();
-    const img: { db: Uint8Array; pool: FakePool } = image!;
     const name = [...img.pool.mapped.keys()].find((n) => n.includes("snap"))!;
     img.pool.open(name); // a mkfs or mount that outlived the daemon
-    const store2 = Store.wrap(Database.deserialize(img.db));
+    const store2 = storeOf(img);
     const re = await open(img.pool, store2);
     expect(re.sn.lastReconcile?.busy).toBeGreaterThanOrEqual(1);
     img.pool.open(name, -1);
@@ -118,9 +108,7 @@ describe("operations report what happened", () => {
 
   test("Cleanup retries at once instead of waiting for an older, longer backoff", async () => {
     const { sn, pool, store } = await open(new FakePool(), Store.open(":memory:"), { asyncRemove: true });
-    await sn.prepare("a", "");
-    const name = dmNameOf(store, "a");
-    pool.open(name);
+    const name = await prepareMounted({ sn, pool, store }, "a");
     await sn.remove("a");
     await Bun.sleep(1700); // backoff grows to ~1.6 s
     setTimeout(() => pool.open(name, -1), 50);

@@ -7,7 +7,6 @@
 import { afterEach, expect, test } from "bun:test";
 import * as fs from "node:fs/promises";
 import * as http2 from "node:http2";
-import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { startServer, type RunningServer, type ServerLimits } from "../../src/rpc/server.ts";
@@ -20,8 +19,8 @@ import {
   SHUTDOWN_FORCE_MS,
 } from "../../src/rpc/limits.ts";
 import { MemorySnapshotter } from "../kit/fakes/memory-snapshotter.ts";
-import { Code, codeOf, SERVICE_PATH, snapshotsClient } from "../kit/client.ts";
-import { envelope } from "../kit/wire.ts";
+import { Code, codeOf, snapshotsClient } from "../kit/client.ts";
+import { h2Session, partialStat } from "../kit/wire.ts";
 
 const servers: RunningServer[] = [];
 const cleanups: (() => void)[] = [];
@@ -39,41 +38,9 @@ async function serve(limits: Partial<ServerLimits> = {}): Promise<{ server: Runn
 }
 
 function connect(sock: string): http2.ClientHttp2Session {
-  const s = http2.connect("http://localhost", { createConnection: () => net.connect(sock) });
-  s.on("error", () => {});
+  const s = h2Session(sock);
   cleanups.push(() => s.destroy());
   return s;
-}
-
-/**
- * Opens a Stat stream announcing `announced` message bytes and sends `send`
- * of them (the body stays open unless all were sent). Resolves to the
- * grpc-status the server answered, or "reset" / "closed".
- */
-function partialCall(
-  session: http2.ClientHttp2Session,
-  announced: number,
-  send: number,
-  data: Uint8Array = new Uint8Array(send),
-): Promise<string> {
-  return new Promise((resolve) => {
-    const req = session.request({ ":method": "POST", ":path": `${SERVICE_PATH}/Stat`, "content-type": "application/grpc", te: "trailers" });
-    let status: string | undefined;
-    const pick = (h: http2.IncomingHttpHeaders): void => {
-      if (typeof h["grpc-status"] === "string") status = h["grpc-status"];
-    };
-    req.on("response", pick);
-    // The answer may come before the request body ends (refused, timed out).
-    req.on("trailers", (h) => {
-      pick(h);
-      resolve(status ?? "no status");
-    });
-    req.on("data", () => {});
-    req.on("error", () => {});
-    req.on("close", () => resolve(status ?? (req.rstCode ? "reset" : "closed")));
-    req.write(envelope(data, 0, announced));
-    if (send >= announced) req.end();
-  });
 }
 
 /**
@@ -113,7 +80,7 @@ test("a message announced over MAX_REQUEST_BYTES is ResourceExhausted before its
   const { server } = await serve();
   const s = connect(server.address);
   const t0 = performance.now();
-  expect(await partialCall(s, MAX_REQUEST_BYTES + 1, 10)).toBe(String(Code.ResourceExhausted));
+  expect(await partialStat(s, MAX_REQUEST_BYTES + 1, 10)).toBe(String(Code.ResourceExhausted));
   expect(performance.now() - t0).toBeLessThan(2000);
 });
 
@@ -121,12 +88,12 @@ test("request bytes in flight are bounded per connection; other connections are 
   const { server, fake } = await serve({ connectionBodyBytes: 64 * 1024, requestBodyTimeoutMs: 1000 });
   await snapshotsClient(server.address).prepare({ key: "k" });
   const s = connect(server.address);
-  const held = partialCall(s, 40 * 1024, 1024); // holds 40 KiB of the budget until its body times out
+  const held = partialStat(s, 40 * 1024, 1024); // holds 40 KiB of the budget until its body times out
   await sleep(100);
-  expect(await partialCall(s, 40 * 1024, 1024)).toBe(String(Code.ResourceExhausted));
+  expect(await partialStat(s, 40 * 1024, 1024)).toBe(String(Code.ResourceExhausted));
   // The same connection still takes small calls; another connection is unaffected.
   const stat = new Uint8Array([0x12, 0x01, 0x6b]); // StatSnapshotRequest{key: "k"}
-  expect(await partialCall(s, stat.length, stat.length, stat)).toBe("0");
+  expect(await partialStat(s, stat.length, stat.length, stat)).toBe("0");
   expect((await snapshotsClient(server.address).stat({ key: "k" })).info?.name).toBe("k");
   expect(fake.entered).toBeGreaterThanOrEqual(2);
   // Once the held body times out, its bytes are released.
@@ -135,14 +102,14 @@ test("request bytes in flight are bounded per connection; other connections are 
   const full = new Uint8Array(40 * 1024);
   full.set([0x12, 0x01, 0x6b]);
   full.set([0x1a, 0x80, 0x40], 3); // field 3 (unknown, skipped), 8192 bytes… of zeros that follow
-  expect(await partialCall(s, full.length, full.length, full)).not.toBe(String(Code.ResourceExhausted));
+  expect(await partialStat(s, full.length, full.length, full)).not.toBe(String(Code.ResourceExhausted));
 });
 
 test("a body that does not arrive within the body timeout is DeadlineExceeded", async () => {
   const { server } = await serve({ requestBodyTimeoutMs: 300 });
   const s = connect(server.address);
   const t0 = performance.now();
-  expect(await partialCall(s, 1000, 10)).toBe(String(Code.DeadlineExceeded));
+  expect(await partialStat(s, 1000, 10)).toBe(String(Code.DeadlineExceeded));
   const ms = performance.now() - t0;
   expect(ms).toBeGreaterThanOrEqual(250);
   expect(ms).toBeLessThan(3000);
@@ -160,7 +127,7 @@ test("an idle connection is closed after the idle timeout; the client reconnects
   const { server } = await serve({ idleTimeoutMs: 300 });
   const s = connect(server.address);
   const stat = new Uint8Array([0x12, 0x01, 0x6b]);
-  expect(await partialCall(s, stat.length, stat.length, stat)).toBe(String(Code.NotFound));
+  expect(await partialStat(s, stat.length, stat.length, stat)).toBe(String(Code.NotFound));
   const t0 = performance.now();
   await new Promise<void>((resolve) => (s.closed ? resolve() : s.once("close", () => resolve())));
   expect(performance.now() - t0).toBeLessThan(3000);
@@ -186,10 +153,10 @@ test("close() returns within grace + flush + force while a client keeps its conn
   // A grpc-go-style peer: one call done, connection kept, GOAWAY ignored…
   const s = connect(server.address);
   const stat = new Uint8Array([0x12, 0x01, 0x6b]);
-  expect(await partialCall(s, stat.length, stat.length, stat)).toBe(String(Code.NotFound));
+  expect(await partialStat(s, stat.length, stat.length, stat)).toBe(String(Code.NotFound));
   // …and a second one with a call whose body never ends, and a handler stuck.
   const s2 = connect(server.address);
-  const stuckBody = partialCall(s2, 1000, 10);
+  const stuckBody = partialStat(s2, 1000, 10);
   fake.gate = new Promise<void>(() => {});
   const stuckCall = codeOf(snapshotsClient(server.address).stat({ key: "k" }));
   // …and one in another process that speaks HTTP/2 and never closes.
@@ -260,8 +227,8 @@ test("refused streams do not stall their connection: 40 huge announced bodies, t
   const { server } = await serve();
   const s = connect(server.address);
   // Each sends 64 KiB: together far more than the connection's flow-control window.
-  const codes = await Promise.all(Array.from({ length: 40 }, () => partialCall(s, 16 * 2 ** 20 - 1, 64 * 1024)));
+  const codes = await Promise.all(Array.from({ length: 40 }, () => partialStat(s, 16 * 2 ** 20 - 1, 64 * 1024)));
   expect(new Set(codes)).toEqual(new Set([String(Code.ResourceExhausted)]));
   const stat = new Uint8Array([0x12, 0x01, 0x6b]);
-  expect(await partialCall(s, stat.length, stat.length, stat)).toBe(String(Code.NotFound));
+  expect(await partialStat(s, stat.length, stat.length, stat)).toBe(String(Code.NotFound));
 });

@@ -4,12 +4,8 @@ import { Store } from "../../src/store/store.ts";
 import { Errno } from "../../src/dm/errors.ts";
 import { FakePool } from "../kit/fakes/fake-pool.ts";
 import { describeSemantics, expectCode } from "../shared/semantics.ts";
-import { openOnFakePool as open } from "../kit/fakes/open.ts";
-
-function dmNameOf(store: Store, key: string): string {
-  const row = store.getSnapshot(key)!;
-  return store.getDevice(row.thinId)!.dmName;
-}
+import { dmNameOf, openOnFakePool as open, prepareMounted } from "../kit/fakes/open.ts";
+import { armCrashAtStep, rethrowUnlessCrash, storeOf } from "../kit/fakes/crash.ts";
 
 for (const asyncRemove of [false, true]) {
   describeSemantics(`fake pool, async_remove=${asyncRemove}`, async () => {
@@ -70,17 +66,14 @@ describe("thin devices on a fake pool", () => {
 
   test("a commit whose device is still open defers its removal", async () => {
     const { sn, pool, store } = await open();
-    await sn.prepare("a", "");
-    pool.open(dmNameOf(store, "a"));
+    await prepareMounted({ sn, pool, store }, "a");
     await sn.commit("c", "a");
     expect((await sn.stat("c")).kind).toBe("committed");
   });
 
   test("a child of a parent committed while still open is snapshotted with the parent suspended", async () => {
     const { sn, pool, store } = await open();
-    await sn.prepare("a", "");
-    const parentDev = dmNameOf(store, "a");
-    pool.open(parentDev);
+    const parentDev = await prepareMounted({ sn, pool, store }, "a");
     await sn.commit("c", "a");
     // The store now says inactive, but the kernel still maps the device.
     expect(pool.mapped.has(parentDev)).toBe(true);
@@ -90,17 +83,14 @@ describe("thin devices on a fake pool", () => {
 
   test("sync remove of a mounted snapshot is refused and changes nothing", async () => {
     const { sn, pool, store } = await open();
-    await sn.prepare("a", "");
-    pool.open(dmNameOf(store, "a"));
+    await prepareMounted({ sn, pool, store }, "a");
     await expectCode(sn.remove("a"), "failed_precondition", "in use");
     expect((await sn.stat("a")).kind).toBe("active");
   });
 
   test("async remove returns at once; a busy device is retried until Cleanup finds it free", async () => {
     const { sn, pool, store } = await open(new FakePool(), Store.open(":memory:"), { asyncRemove: true });
-    await sn.prepare("a", "");
-    const name = dmNameOf(store, "a");
-    pool.open(name);
+    const name = await prepareMounted({ sn, pool, store }, "a");
     await sn.remove("a");
     await expectCode(sn.stat("a"), "not_found");
     expect(pool.mapped.has(name)).toBe(true);
@@ -158,7 +148,6 @@ describe("crash at every kernel step, then restart", () => {
    * the database bytes and the pool's state at that instant. Nothing the
    * dying process would do afterwards (roll-backs, later writes) gets in.
    */
-  class Crash extends Error {}
   const ops = ["prepare", "view", "commit", "remove", "remove-async"] as const;
 
   for (const op of ops) {
@@ -172,17 +161,7 @@ describe("crash at every kernel step, then restart", () => {
           await sn.prepare("p", "", { labels: { keep: "me" } });
           await sn.commit("parent", "p", { labels: { keep: "me" } });
           await sn.prepare("act", "parent");
-          let n = 0;
-          let image: { db: Uint8Array; pool: FakePool } | null = null;
-          const hook = (call: string): void => {
-            if (image || call === "status" || call === "info" || call === "thin_status") return;
-            if (n++ === crashAt) {
-              image = { db: store.serialize(), pool: pool.clone() };
-              throw new Crash(call);
-            }
-          };
-          if (when === "before") pool.onCall = hook;
-          else pool.afterCall = hook;
+          const crash = armCrashAtStep(pool, store, when, crashAt);
           let returned = false;
           try {
             if (op === "prepare") await sn.prepare("new", "parent");
@@ -192,11 +171,11 @@ describe("crash at every kernel step, then restart", () => {
               await sn.remove("act");
               await sn.cleanup();
             }
-            returned = image === null;
+            returned = crash.image === null;
           } catch (e) {
-            if (!(e instanceof Crash) && !(e instanceof Error && e.cause instanceof Crash)) throw e;
+            rethrowUnlessCrash(e);
           }
-          pool.onCall = pool.afterCall = null;
+          const image = crash.disarm();
           sn.remover.stop();
           if (!image) {
             expect(returned).toBe(true);
@@ -204,11 +183,9 @@ describe("crash at every kernel step, then restart", () => {
             continue;
           }
           images++;
-          const img: { db: Uint8Array; pool: FakePool } = image;
           // restart on the crash image
-          const { Database } = await import("bun:sqlite");
-          const store2 = Store.wrap(Database.deserialize(img.db));
-          const pool2 = img.pool;
+          const store2 = storeOf(image);
+          const pool2 = image.pool;
           const re = await open(pool2, store2);
           await re.sn.cleanup();
           // every pool thin id belongs to a store device, and vice versa; nothing half-done
