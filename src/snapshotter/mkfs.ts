@@ -101,7 +101,7 @@ export function unmountStaleBaseMounts(rootPath: string, poolName: string, log: 
     try {
       umount(m);
       done.push(m);
-      log.warn("unmounted a base mount left by a killed thinsnap", { mount: m });
+      log.info("unmounted a base mount left by a killed thinsnap", { mount: m });
     } catch (e) {
       log.error("could not unmount a base mount left by a killed thinsnap; its device is deleted once free", { mount: m, error: String(e) });
     }
