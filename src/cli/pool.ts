@@ -216,11 +216,11 @@ function poolReport(dm: DeviceMapper, pool: ThinPool, name: string, dbPath: stri
 /** Only the kinds/states there are (the report's shape since before Store.counts). */
 const nonZero = (c: Record<string, number>): Record<string, number> => Object.fromEntries(Object.entries(c).filter(([, n]) => n > 0));
 
-function poolReportText(r: PoolReport): string {
+export function poolReportText(r: PoolReport): string {
   const bs = BigInt(r.blockSize);
   const size = (s: string): string => formatSize(BigInt(s));
   const threshold = (t: { bytes: string; below: boolean } | null, below: string): string =>
-    t === null ? "none" : `${size(t.bytes)} free${t.below ? ` (BELOW: ${below})` : ""}`;
+    t === null ? "none" : `at ${size(t.bytes)} free${t.below ? ` (BELOW IT: ${below})` : ""}`;
   const rows: [string, string][] = [
     ["pool", r.pool],
     ["mode", `${r.mode}${r.needsCheck ? " (needs_check: run thin_check)" : ""}`],
