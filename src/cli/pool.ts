@@ -5,7 +5,10 @@ import { sizeText } from "../config/kinds.ts";
 import { POOL_KEYS, type Entry } from "../config/keys.ts";
 import type { PoolConfig } from "../config/types.ts";
 import { formatSize, parseSize } from "../config/units.ts";
+import type { DeviceMapper } from "../dm/device-mapper.ts";
 import type { ThinPool } from "../dm/thin-pool.ts";
+import { poolFigures } from "../metrics/pool-watch.ts";
+import type { SpaceLimits } from "../snapshotter/space.ts";
 import * as geo from "../pool/geometry.ts";
 import { createDevicePool, createFilePool, destroyPool } from "../pool/provision.ts";
 import { thinDevicesOfPool } from "../dm/pool-contents.ts";
@@ -139,6 +142,12 @@ export interface PoolReport {
   blockSize: string;
   data: { used: string; total: string; usedBytes: string; totalBytes: string; percent: number };
   metadata: { used: string; total: string; percent: number };
+  /** The pool watcher's thresholds (src/metrics/pool-watch.ts): null where the pool has none. */
+  thresholds: {
+    freeBytes: string;
+    lowWaterMark: { bytes: string; below: boolean } | null;
+    minFreeSpace: { bytes: string; below: boolean } | null;
+  };
   activeDevices: string[];
   snapshots: Record<string, number> | null;
   devicesByState: Record<string, number> | null;
@@ -149,24 +158,33 @@ function status(p: Parsed): number {
   requireRoot("thinsnap pool status");
   const dm = openDeviceMapper();
   const pool = openPool(dm, name);
+  const dbPath = `${str(p, "root") ?? DEFAULTS.rootPath}/metadata.db`;
+  // TODO(lead, merging operators): pass the loaded config (Config satisfies SpaceLimits) instead of DEFAULTS.
+  const r = poolReport(dm, pool, name, dbPath, DEFAULTS);
+  process.stdout.write(p.flags.json === true ? `${JSON.stringify(r, null, 2)}\n` : poolReportText(r));
+  return 0;
+}
+
+/** Reads the pool (kernel) and, if there is one at dbPath, the store. */
+function poolReport(dm: DeviceMapper, pool: ThinPool, name: string, dbPath: string, limits: SpaceLimits): PoolReport {
   const st = pool.status();
   const bs = pool.blockSize();
-  const pct = (a: bigint, b: bigint): number => (b === 0n ? 0 : Number((a * 10000n) / b) / 100);
-  const active = thinDevicesOfPool(dm, name);
+  const f = poolFigures(st, bs, { lowWaterMarkBlocks: pool.table().lowWaterMark, limits });
   let snapshots: Record<string, number> | null = null;
   let devicesByState: Record<string, number> | null = null;
-  const dbPath = `${str(p, "root") ?? DEFAULTS.rootPath}/metadata.db`;
   if (existsSync(dbPath)) {
     const store = Store.open(dbPath);
     try {
-      snapshots = { ...store.countByKind() };
-      devicesByState = {};
-      for (const d of store.allDevices()) devicesByState[d.state] = (devicesByState[d.state] ?? 0) + 1;
+      const c = store.counts();
+      snapshots = nonZero(c.snapshots);
+      devicesByState = nonZero(c.devices);
     } finally {
       store.close();
     }
   }
-  const r: PoolReport = {
+  const threshold = (bytes: bigint | null, below: boolean | null): { bytes: string; below: boolean } | null =>
+    bytes === null ? null : { bytes: bytes.toString(), below: below === true };
+  return {
     pool: name,
     transactionId: st.transactionId.toString(),
     mode: st.mode,
@@ -176,35 +194,49 @@ function status(p: Parsed): number {
       used: st.usedDataBlocks.toString(),
       total: st.totalDataBlocks.toString(),
       usedBytes: (st.usedDataBlocks * bs).toString(),
-      totalBytes: (st.totalDataBlocks * bs).toString(),
-      percent: pct(st.usedDataBlocks, st.totalDataBlocks),
+      totalBytes: f.dataSizeBytes.toString(),
+      percent: f.dataUsedPercent,
     },
     metadata: {
       used: st.usedMetadataBlocks.toString(),
       total: st.totalMetadataBlocks.toString(),
-      percent: pct(st.usedMetadataBlocks, st.totalMetadataBlocks),
+      percent: f.metadataUsedPercent,
     },
-    activeDevices: active,
+    thresholds: {
+      freeBytes: f.freeBytes.toString(),
+      lowWaterMark: threshold(f.lowWaterMarkBytes, f.belowLowWater),
+      minFreeSpace: threshold(f.minFreeSpaceBytes, f.belowMinFreeSpace),
+    },
+    activeDevices: thinDevicesOfPool(dm, name),
     snapshots,
     devicesByState,
   };
-  if (p.flags.json === true) {
-    process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
-    return 0;
-  }
+}
+
+/** Only the kinds/states there are (the report's shape since before Store.counts). */
+const nonZero = (c: Record<string, number>): Record<string, number> => Object.fromEntries(Object.entries(c).filter(([, n]) => n > 0));
+
+export function poolReportText(r: PoolReport): string {
+  const bs = BigInt(r.blockSize);
+  const size = (s: string): string => formatSize(BigInt(s));
+  const threshold = (t: { bytes: string; below: boolean } | null, below: string): string =>
+    t === null ? "none" : `at ${size(t.bytes)} free${t.below ? ` (BELOW IT: ${below})` : ""}`;
   const rows: [string, string][] = [
-    ["pool", name],
-    ["mode", `${st.mode}${st.needsCheck ? " (needs_check: run thin_check)" : ""}`],
+    ["pool", r.pool],
+    ["mode", `${r.mode}${r.needsCheck ? " (needs_check: run thin_check)" : ""}`],
     ["transaction id", r.transactionId],
-    ["data", `${formatSize(st.usedDataBlocks * bs)} / ${formatSize(st.totalDataBlocks * bs)} (${r.data.percent}%, ${r.data.used}/${r.data.total} blocks of ${formatSize(bs)})`],
+    ["data", `${size(r.data.usedBytes)} / ${size(r.data.totalBytes)} (${r.data.percent}%, ${r.data.used}/${r.data.total} blocks of ${formatSize(bs)})`],
     ["metadata", `${r.metadata.used}/${r.metadata.total} blocks (${r.metadata.percent}%)`],
-    ["active thin devices", String(active.length)],
+    ["free data", size(r.thresholds.freeBytes)],
+    ["low-water mark", threshold(r.thresholds.lowWaterMark, "extend the data device or free space soon")],
+    ["min_free_space", threshold(r.thresholds.minFreeSpace, "new snapshots are refused")],
+    ["active thin devices", String(r.activeDevices.length)],
   ];
-  if (snapshots) rows.push(["snapshots", Object.entries(snapshots).map(([k, n]) => `${n} ${k}`).join(", ") || "none"]);
-  if (devicesByState) rows.push(["devices by state", Object.entries(devicesByState).map(([k, n]) => `${n} ${k}`).join(", ") || "none"]);
+  const counts = (c: Record<string, number>): string => Object.entries(c).map(([k, n]) => `${n} ${k}`).join(", ") || "none";
+  if (r.snapshots) rows.push(["snapshots", counts(r.snapshots)]);
+  if (r.devicesByState) rows.push(["devices by state", counts(r.devicesByState)]);
   const w = Math.max(...rows.map((x) => x[0].length)) + 2;
-  process.stdout.write(rows.map(([k, v]) => `${k.padEnd(w)}${v}`).join("\n") + "\n");
-  return 0;
+  return rows.map(([k, v]) => `${k.padEnd(w)}${v}`).join("\n") + "\n";
 }
 
 function destroy(p: Parsed): number {

@@ -16,6 +16,10 @@
  *  - dm devices named like ours that no row knows are removed (they can only
  *    be left-overs of a rolled-back create).
  * The pool's transaction id is bound to the store first (see bindTransactionId).
+ *
+ * Every repair made is one info line saying what was done and to which
+ * device (and snapshot): an operator reads what a crash left behind without
+ * debug logging. Only a repair that fails is an error.
  */
 import { describeProblem, inspect, type Problem, type ProblemKind } from "../consistency/inspect.ts";
 import { readPoolView, readStoreView } from "../consistency/views.ts";
@@ -39,6 +43,11 @@ export interface ReconcileReport {
   failed: number;
   /** Devices handed to the background remover: unowned, or an interrupted create held open or not undone. */
   queued: number;
+}
+
+/** The device and snapshot a repair line names (undefined fields are left out). */
+function who(dev: DeviceRow, snapshot?: string | null): { device: string; thin_id: number; snapshot: string | undefined } {
+  return { device: dev.dmName, thin_id: dev.thinId, snapshot: snapshot ?? undefined };
 }
 
 interface Ctx {
@@ -176,7 +185,7 @@ function deleteOrphan(p: Extract<Problem, { kind: "orphan" }>, { pool, log, repo
   // pool may hold an id whose (not fsynced) intent row a power cut lost.
   if (!deleteThin(pool, p.thinId)) return;
   report.orphansDeleted++;
-  log.warn(
+  log.info(
     p.certain ? "reconcile: deleted an orphaned thin id" : "reconcile: deleted a thin id whose create a power cut made the store forget",
     { thin_id: p.thinId },
   );
@@ -185,13 +194,15 @@ function deleteOrphan(p: Extract<Problem, { kind: "orphan" }>, { pool, log, repo
 /** Marks a device 'deleting' (its snapshot row, if any, goes): the remover deletes it when it can. */
 function queueForRemover({ store, log, report }: Ctx, dev: DeviceRow, why: string): void {
   try {
+    let snapshot: string | null = null;
     store.tx(() => {
       const s = store.snapshotByThinId(dev.thinId);
       if (s) store.deleteSnapshot(s.id);
+      snapshot = s?.name ?? null;
       store.markDeviceDeleting(dev.thinId, false);
     });
     report.queued++;
-    log.warn(`reconcile: ${why}; queued for the background remover`, { device: dev.dmName, thin_id: dev.thinId });
+    log.info(`reconcile: ${why}; queued for the background remover`, who(dev, snapshot));
   } catch (e) {
     report.failed++;
     log.error("reconcile: could not queue a device for the remover", { device: dev.dmName, error: String(e) });
@@ -209,27 +220,29 @@ function rollBackCreate(p: Extract<Problem, { kind: "interrupted-create" }>, ctx
   }
   if (p.mapping) pool.deactivate(dev.dmName, { retry: true });
   deleteThin(pool, dev.thinId);
+  let snapshot: string | null = null;
   store.tx(() => {
     const s = store.snapshotByThinId(dev.thinId);
     if (s) store.deleteSnapshot(s.id);
+    snapshot = s?.name ?? null;
     store.deleteDevice(dev.thinId);
   });
   report.rolledBack++;
-  log.warn("reconcile: rolled back an interrupted create", { device: dev.dmName, thin_id: dev.thinId });
+  log.info("reconcile: rolled back an interrupted create (device deleted, its rows dropped)", who(dev, snapshot));
 }
 
 function finishDelete(p: Extract<Problem, { kind: "interrupted-delete" }>, { store, pool, log, report }: Ctx): void {
   const dev = p.device;
   if (p.mapping && p.mapping.openCount > 0) {
     report.busy++;
-    log.warn("reconcile: device to delete is open; left for the remover", { device: dev.dmName });
+    log.info("reconcile: interrupted delete of a device still open; left for the background remover", who(dev));
     return;
   }
   if (p.mapping) pool.deactivate(dev.dmName, { retry: true });
   deleteThin(pool, dev.thinId);
   store.tx(() => store.deleteDevice(dev.thinId));
   report.deleted++;
-  log.info("reconcile: finished an interrupted delete", { device: dev.dmName, thin_id: dev.thinId });
+  log.info("reconcile: finished an interrupted delete (device deleted)", who(dev));
 }
 
 function queueUnowned(p: Extract<Problem, { kind: "unowned-device" }>, ctx: Ctx): void {
@@ -245,21 +258,23 @@ function unrepairable(p: Extract<Problem, { kind: "missing-device" | "snapshot-w
 function fixActivation(p: Extract<Problem, { kind: "activation" }>, { pool, log, report }: Ctx): void {
   const dev = p.device;
   const m = p.mapping;
+  const at = who(dev, p.snapshot?.name);
   if (p.want) {
     if (m === null) {
       pool.activate(dev.dmName, dev.thinId, dev.sizeBytes);
       report.reactivated++;
-      log.info("reconcile: reactivated device", { device: dev.dmName, snapshot: p.snapshot?.name });
+      log.info("reconcile: reactivated a device that was not mapped", at);
     } else if (!m.liveTable || m.node === false) {
       // killed inside libdm's create (before its table load): map it again
       pool.deactivate(dev.dmName);
       pool.activate(dev.dmName, dev.thinId, dev.sizeBytes);
       report.reactivated++;
+      log.info("reconcile: mapped again a device left half-mapped (no table or no /dev/mapper node)", at);
     } else if (m.suspended) {
       // killed between suspend and resume (a flush or a create_snap)
       pool.resume(dev.dmName);
       report.resumed++;
-      log.warn("reconcile: resumed a device left suspended", { device: dev.dmName });
+      log.info("reconcile: resumed a device left suspended", at);
     }
     return;
   }
@@ -268,21 +283,24 @@ function fixActivation(p: Extract<Problem, { kind: "activation" }>, { pool, log,
   if (m.openCount > 0) {
     pool.deactivate(dev.dmName, { deferred: true });
     report.busy++;
+    log.info("reconcile: a device that should not be mapped is still open; deferred its deactivation", at);
   } else {
     pool.deactivate(dev.dmName, { retry: true });
     report.deactivated++;
+    log.info("reconcile: deactivated a device that should not be mapped", at);
   }
 }
 
-function fixActiveFlag(p: Extract<Problem, { kind: "active-flag" }>, { store }: Ctx): void {
+function fixActiveFlag(p: Extract<Problem, { kind: "active-flag" }>, { store, log }: Ctx): void {
   store.tx(() => store.setDeviceActive(p.device.thinId, p.want));
+  log.info(`reconcile: set the device's active flag to ${p.want} in the store`, who(p.device));
 }
 
 function removeStray(p: Extract<Problem, { kind: "stray-mapping" }>, { pool, log, report }: Ctx): void {
   // Named like ours and unknown: the left-over of a rolled-back create.
   pool.deactivate(p.dmName, { retry: true });
   report.strayMappings++;
-  log.warn("reconcile: removed a device mapping no snapshot owns", { device: p.dmName });
+  log.info("reconcile: removed a device mapping no snapshot owns", { device: p.dmName });
 }
 
 /**

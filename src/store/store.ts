@@ -415,15 +415,6 @@ export class Store {
     return { rows: [...byId.values()], exact };
   }
 
-  /** Snapshot counts by kind (`pool status`). */
-  countByKind(): Partial<Record<Kind, number>> {
-    const out: Partial<Record<Kind, number>> = {};
-    for (const r of this.db.query<{ kind: Kind; n: number }, []>("SELECT kind, COUNT(*) AS n FROM snapshots GROUP BY kind").all()) {
-      out[r.kind] = r.n;
-    }
-    return out;
-  }
-
   /** Every snapshot row, in id order (consistency checks: src/consistency/inspect.ts). */
   allSnapshots(): SnapshotRow[] {
     return this.db.query<RawSnapshot, []>(`SELECT ${SNAPSHOT_COLUMNS} FROM ${SNAPSHOT_FROM} ORDER BY s.id`).all().map(toSnapshot);

@@ -11,6 +11,11 @@
  *    the daemon refuses (before the kernel would turn the pool read-only),
  *    then the same checks.
  *
+ * The daemon's log says so (issue 14): the pool watcher's warnings when free
+ * data space crosses min_free_space and the pool's low-water mark (either
+ * way), its error when the pool is out of data space, and one warning per
+ * episode of refusals (further ones are summarized).
+ *
  * The kernel queues writes to a full pool for no_space_timeout (60 s) before
  * failing them; the test lowers that module parameter to 2 s in the guest.
  */
@@ -32,6 +37,7 @@ import { createTestPool, type TestPool } from "./pool-fixture.ts";
 import { checkConsistency } from "../kit/consistency.ts";
 import { Daemon, type DaemonConfig } from "../kit/daemon.ts";
 import { Code, errorOf, listAll, outcomeOf, snapshotsClient, type SnapshotsClient } from "../kit/client.ts";
+import { waitFor } from "../kit/process.ts";
 
 const NO_SPACE_TIMEOUT = "/sys/module/dm_thin_pool/parameters/no_space_timeout";
 const NUMBERS = /data \d+\/\d+ blocks of \d+ bytes used, metadata \d+\/\d+ blocks used/;
@@ -60,6 +66,29 @@ async function umount(dir: string): Promise<void> {
   await run(["umount", dir], true);
   rmSync(dir, { recursive: true, force: true });
 }
+
+/** The first log line of `d` matching `re`, waiting for it (the pool watcher reads the pool every 2 s). */
+async function logged(d: Daemon, re: RegExp): Promise<string> {
+  let line: string | undefined;
+  try {
+    await waitFor(`log line ${re}`, () => (line = d.lines.find((l) => re.test(l))) !== undefined, { timeoutMs: 10_000, intervalMs: 100 });
+  } catch (e) {
+    throw new Error(`${(e as Error).message}; log:\n${d.logs()}`);
+  }
+  return line!;
+}
+
+const linesOf = (d: Daemon, re: RegExp): string[] => d.lines.filter((l) => re.test(l));
+
+/** The pool watcher's and the space log's lines (src/metrics/pool-watch.ts, space-log.ts), in text format. */
+const LOG = {
+  belowReserve: /level=warn msg="thin-pool free data space fell below min_free_space: new snapshots are refused/,
+  lowWater: /level=warn msg="thin-pool free data space fell to its low-water mark: extend the data device or free space soon"/,
+  aboveLowWater: /level=warn msg="thin-pool free data space is back above its low-water mark"/,
+  outOfData: /level=error msg="thin-pool is out of data space: [^"]*" [^\n]*status=out_of_data_space/,
+  refusing: (resource: string): RegExp =>
+    new RegExp(`level=warn msg="refusing new snapshots for lack of space \\(ResourceExhausted\\); further refusals are summarized" resource=${resource} `),
+};
 
 function problemsOf(tp: TestPool, root: string): string[] {
   return checkConsistency(tp.dm, tp.name, root).problems;
@@ -130,6 +159,12 @@ describe.skipIf(!env.available)("out of space (real daemon, real pool)", () => {
       expect((await errorOf(c.view({ key: "refused-view", parent: "keep" }))).code).toBe(Code.ResourceExhausted);
       expect(problemsOf(tp, cfg.rootPath)).toEqual([]);
       console.log(`min_free_space 50%: refused at ${st.usedDataBlocks}/${st.totalDataBlocks} data blocks: ${reserveErr.rawMessage}`);
+      // the log: the watcher's crossing of min_free_space (with the reserve in bytes), one refusal warning for both refusals
+      const reserveLine = await logged(d, LOG.belowReserve);
+      expect(reserveLine).toContain(` min_free_space_bytes=${(st.totalDataBlocks * tp.pool.blockSize()) / 2n}`);
+      expect(linesOf(d, LOG.refusing("min_free_space"))).toHaveLength(1);
+      expect(linesOf(d, LOG.refusing("min_free_space"))[0]).toContain("too little free data space");
+      expect(linesOf(d, LOG.lowWater)).toEqual([]); // 110 of 192 MiB used: well above the mark
 
       // 2. fill the pool completely (no reserve)
       await d.stop();
@@ -153,6 +188,12 @@ describe.skipIf(!env.available)("out of space (real daemon, real pool)", () => {
       const commitOutcome = await outcomeOf(c.commit({ key: "other-a", name: "other" }));
       results.commit = commitOutcome === "ok" ? "OK" : Code[commitOutcome];
       console.log("data space: answers on a full pool", results);
+      // the log: the low-water mark crossed, the pool out of data space (an error saying what to do), the refusals
+      const lowLine = await logged(d, LOG.lowWater);
+      expect(lowLine).toMatch(/ low_water_mark_bytes=\d+/);
+      expect(await logged(d, LOG.outOfData)).toContain("Extend the data device");
+      expect(linesOf(d, LOG.refusing("data"))).toHaveLength(1);
+      expect(linesOf(d, LOG.belowReserve)).toEqual([]); // min_free_space 0: no reserve to cross
       // reads, labels and the listing still work; nothing half-made
       expect((await c.stat({ key: "keep" })).info?.labels.l).toBe("1");
       await c.update({ info: { name: "keep", labels: { l: "2" } }, updateMask: { paths: ["labels.l"] } });
@@ -175,6 +216,10 @@ describe.skipIf(!env.available)("out of space (real daemon, real pool)", () => {
       await c.cleanup({});
       st = tp.pool.status();
       expect(st.mode).toBe("rw");
+      // this daemon started on a full pool (low-water line at its first read) and sees it recover
+      await logged(d, LOG.lowWater);
+      await logged(d, LOG.aboveLowWater);
+      await logged(d, /level=warn msg="thin-pool is writable again" [^\n]*was=out_of_data_space/);
       const again = await c.prepare({ key: "new-1", parent: "keep" });
       m = await mountAt(again.mounts[0]!);
       expect(readFileSync(`${m}/keep`, "utf8")).toBe("still here");

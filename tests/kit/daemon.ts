@@ -66,6 +66,8 @@ export interface DaemonConfig {
   logLevel?: "trace" | "debug" | "info" | "warn" | "error";
   /** kernel_threads (unset: the daemon's default). */
   kernelThreads?: number;
+  /** metrics_address (unset: no metrics). */
+  metricsAddress?: string;
   /** A file-backed pool ([pool]): serve creates it, or reloads it from the files after a reboot. */
   pool?: { dataFile: string; metaFile: string; dataSize: string; metaSize: string };
 }
@@ -89,6 +91,7 @@ export function configToml(c: DaemonConfig): string {
   if (c.socketMode !== undefined) lines.push(`socket_mode = ${q(c.socketMode)}`);
   if (c.socketGroup !== undefined) lines.push(`socket_group = ${q(c.socketGroup)}`);
   if (c.kernelThreads !== undefined) lines.push(`kernel_threads = ${c.kernelThreads}`);
+  if (c.metricsAddress !== undefined) lines.push(`metrics_address = ${q(c.metricsAddress)}`);
   if (c.pool) {
     lines.push("[pool]", `data_file = ${q(c.pool.dataFile)}`, `meta_file = ${q(c.pool.metaFile)}`);
     lines.push(`data_size = ${q(c.pool.dataSize)}`, `meta_size = ${q(c.pool.metaSize)}`);

@@ -7,7 +7,7 @@ import { describe, expect, test } from "bun:test";
 import { describeProblem, inspect } from "../../src/consistency/inspect.ts";
 import { readPoolView, readStoreView } from "../../src/consistency/views.ts";
 import { Errno } from "../../src/dm/errors.ts";
-import { createLogger, silentLogger } from "../../src/log.ts";
+import { createLogger } from "../../src/log.ts";
 import { reconcile } from "../../src/snapshotter/reconcile.ts";
 import { ThinSnapshotter } from "../../src/snapshotter/snapshotter.ts";
 import { Store } from "../../src/store/store.ts";
@@ -61,10 +61,17 @@ describe("reconcile repairs per device", () => {
     sn.remover.stop();
   });
 
-  test("the same crash without the failure is rolled back at once", async () => {
-    const { pool, store } = await interruptedCreate();
-    const sn = await open(pool, store);
+  test("the same crash without the failure is rolled back at once, in one info line naming the device and snapshot", async () => {
+    const { pool, store, half } = await interruptedCreate();
+    const lines: string[] = [];
+    const sn = await open(pool, store, lines);
     expect(sn.lastReconcile).toMatchObject({ failed: 0, queued: 0, rolledBack: 1 });
+    const repairs = lines.filter((l) => l.includes("msg=\"reconcile: ") && !l.includes("reconcile: done"));
+    expect(repairs).toHaveLength(1);
+    expect(repairs[0]).toContain("level=info");
+    expect(repairs[0]).toContain("rolled back an interrupted create");
+    expect(repairs[0]).toContain(`device=${half}`);
+    expect(repairs[0]).toContain("snapshot=half");
     expect(problems(store, pool)).toEqual([]);
     sn.remover.stop();
   });
@@ -81,9 +88,14 @@ describe("reconcile repairs per device", () => {
     expect(sn.lastReconcile).toMatchObject({ failed: 1, reactivated: 1 });
     expect(pool.mapped.size).toBe(1);
     sn.remover.stop();
-    // the next start repairs it
-    const again = await open(pool, store);
+    // the next start repairs it, and says so at info
+    const lines: string[] = [];
+    const again = await open(pool, store, lines);
     expect(again.lastReconcile).toMatchObject({ failed: 0, reactivated: 1 });
+    const line = lines.find((l) => l.includes("reactivated a device"));
+    expect(line).toContain("level=info");
+    expect(line).toMatch(/ device=fakepool-snap-\d+ thin_id=\d+ snapshot=[ab]$/);
+    expect(lines.filter((l) => /level=(warn|error)/.test(l))).toEqual([]);
     expect(problems(store, pool)).toEqual([]);
     again.remover.stop();
   });
@@ -97,7 +109,8 @@ describe("reconcile repairs per device", () => {
     pool.thins.set(500, { mapped: 0n });
     pool.activate("fakepool-snap-500", 500, 64n << 20n);
     pool.calls = [];
-    const report = reconcile(store, pool, "fakepool", silentLogger, {
+    const lines: string[] = [];
+    const report = reconcile(store, pool, "fakepool", createLogger("info", "text", (l) => lines.push(l)), {
       listDmDevices: () => [...pool.mapped.keys()],
       thinIds: [...pool.thins.keys()],
     });
@@ -105,6 +118,10 @@ describe("reconcile repairs per device", () => {
     expect(pool.calls.indexOf("deactivate")).toBeLessThan(pool.calls.indexOf("delete"));
     expect(pool.thins.has(500)).toBe(false);
     expect(problems(store, pool)).toEqual([]);
+    // each repair one info line naming what it touched
+    expect(lines.filter((l) => l.includes("level=info") && l.includes("device=fakepool-snap-500") && l.includes("removed a device mapping"))).toHaveLength(1);
+    expect(lines.filter((l) => l.includes("level=info") && l.includes("thin_id=500") && l.includes("deleted an orphaned thin id"))).toHaveLength(1);
+    expect(lines.filter((l) => /level=(warn|error)/.test(l))).toEqual([]);
   });
 
   test("a device whose mapping cannot be read is logged and counted; start-up goes on", async () => {
