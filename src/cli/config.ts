@@ -25,7 +25,7 @@ export function configCommand(sub: string | undefined, _p: Parsed): Promise<numb
       return Promise.resolve(0);
     default:
       throw new UsageError(
-        sub === undefined ? "config: which one? example or keys" : `config: unknown subcommand "${sub}"${didYouMean(sub, ["example", "keys"])}`,
+        sub === undefined ? "which one? example or keys" : `unknown subcommand "${sub}"${didYouMean(sub, ["example", "keys"])}`,
       );
   }
 }

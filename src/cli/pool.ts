@@ -71,8 +71,8 @@ export async function poolCommand(sub: string | undefined, p: Parsed): Promise<n
     default:
       throw new UsageError(
         sub === undefined
-          ? "pool: which one? create, status or destroy"
-          : `pool: unknown subcommand "${sub}"${didYouMean(sub, ["create", "status", "destroy"])}`,
+          ? "which one? create, status or destroy"
+          : `unknown subcommand "${sub}"${didYouMean(sub, ["create", "status", "destroy"])}`,
       );
   }
 }
