@@ -249,7 +249,8 @@ function storeAfterDestroy(rootPath: string, contentsGone: boolean, log: Logger)
   if (!existsSync(db)) return `no store at ${db}`;
   if (!contentsGone) return `store ${db} kept: it describes the kept files (serve reloads both)`;
   const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
-  const aside = `${db}.destroyed-${stamp}`;
+  let aside = `${db}.destroyed-${stamp}`;
+  for (let n = 2; existsSync(aside); n++) aside = `${db}.destroyed-${stamp}-${n}`;
   for (const ext of ["", "-wal", "-shm"]) {
     if (existsSync(db + ext)) renameSync(db + ext, aside + ext);
   }
