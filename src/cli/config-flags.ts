@@ -6,10 +6,11 @@
  */
 import { existsSync } from "node:fs";
 import { DEFAULT_CONFIG_PATH, loadConfig, type Config } from "../config/config.ts";
-import { embeddedDefault } from "../pool/zero-config.ts";
+import { embeddedDefault, roomProblem } from "../pool/zero-config.ts";
 import { defaultText } from "../config/docs.ts";
 import { KEYS, keyName, type KeyEntry } from "../config/keys.ts";
 import { type FlagSpec, type Parsed, str } from "./args.ts";
+import { CliError } from "./runtime.ts";
 
 const FLAG_KEYS = KEYS.filter((e) => e.flag !== undefined);
 
@@ -44,4 +45,14 @@ export async function configFromFlags(p: Parsed): Promise<Config> {
     if (v !== undefined) texts.set(e, v);
   }
   return loadConfig(str(p, "config") ?? null, {}, texts, embeddedDefault);
+}
+
+/**
+ * Before making a pool: refuses when the embedded default sized it (no
+ * config file, no --data-size) and the file system has too little room.
+ */
+export function refuseNoRoom(p: Parsed, cfg: Config): void {
+  if (configFile(p) !== null || str(p, "data-size") !== undefined || cfg.pool === null) return;
+  const why = roomProblem(cfg.pool.dataFile);
+  if (why !== null) throw new CliError(why);
 }

@@ -10,7 +10,7 @@ import { createDevicePool, createFilePool, destroyPool, devPath as devPathOf } f
 import { thinDevicesOfPool } from "../pool/thin-devices.ts";
 import { Store } from "../store/store.ts";
 import { didYouMean, flagHelp, type FlagSpec, type Parsed, str, UsageError } from "./args.ts";
-import { CONFIG_FLAGS, configFile, configFromFlags } from "./config-flags.ts";
+import { CONFIG_FLAGS, configFile, configFromFlags, refuseNoRoom } from "./config-flags.ts";
 import { CliError, openDeviceMapper, openPool, refuseWhileServing, requireRoot } from "./runtime.ts";
 import { createLogger, type Logger } from "../log.ts";
 
@@ -100,6 +100,7 @@ async function create(p: Parsed): Promise<number> {
       `${configFile(p) ?? "the config"} has no [pool] table: give --data-file (and --data-size), or --data-dev and --meta-dev`,
     );
   }
+  if (spec !== null) refuseNoRoom(p, cfg);
   requireRoot("thinsnap pool create");
   const log = createLogger(cfg.logLevel, cfg.logFormat);
   const dm = openDeviceMapper();

@@ -12,7 +12,7 @@ import { sdNotify } from "../sys/sd-notify.ts";
 import { BUILD_DATE, REVISION, VERSION } from "../version.ts";
 import { CliError, lockRoot, openDeviceMapper, poolFromConfig, requireRoot } from "./runtime.ts";
 import { flagHelp, type FlagSpec, type Parsed } from "./args.ts";
-import { CONFIG_FLAGS, configFile, configFromFlags } from "./config-flags.ts";
+import { CONFIG_FLAGS, configFile, configFromFlags, refuseNoRoom } from "./config-flags.ts";
 import { DEFAULT_CONFIG_PATH } from "../config/config.ts";
 import { configToml, containerdSnippet } from "../config/render.ts";
 import { PoolStoreMismatch } from "../snapshotter/reconcile.ts";
@@ -41,6 +41,7 @@ ${flagHelp(SERVE_FLAGS)}
 export async function serve(p: Parsed): Promise<number> {
   const cfg = await configFromFlags(p);
   const embedded = configFile(p) === null;
+  refuseNoRoom(p, cfg);
   const log = createLogger(cfg.logLevel, cfg.logFormat);
   requireRoot("thinsnap serve");
   lockRoot(cfg.rootPath, "thinsnap serve");

@@ -5,9 +5,7 @@
  */
 import { existsSync, statfsSync, statSync } from "node:fs";
 import { dirname } from "node:path";
-import { ConfigError } from "../config/config.ts";
 import type { EmbeddedDefault } from "../config/config.ts";
-import { makeIssue } from "../config/issues.ts";
 import { formatSize } from "../config/units.ts";
 import { dataSizeForFreeSpace, MIN_ZERO_CONFIG_DATA_SIZE, ZERO_CONFIG_DATA_RULE } from "./geometry.ts";
 
@@ -24,17 +22,28 @@ export function freeSpace(path: string): bigint {
   return s.bavail * s.bsize;
 }
 
+/**
+ * The data size of the embedded default: an existing file's, else one
+ * suited to the free space (MIN_ZERO_CONFIG_DATA_SIZE when there is too
+ * little: only making the pool is refused, see roomProblem; reading the
+ * config for status, check or destroy is not).
+ */
 export const embeddedDefault: EmbeddedDefault = {
   dataSize(dataFile: string): bigint {
     if (existsSync(dataFile)) return BigInt(statSync(dataFile).size);
-    const dir = existingAncestor(dirname(dataFile));
-    const free = freeSpace(dir);
-    const size = dataSizeForFreeSpace(free);
-    if (size !== null) return size;
-    const why =
-      `no config file, and the embedded default's pool (${ZERO_CONFIG_DATA_RULE}) would be below ` +
-      `${formatSize(MIN_ZERO_CONFIG_DATA_SIZE)}: ${dir} has ${formatSize(free)} free. Free some space, pass --root DIR ` +
-      `on a larger file system or --data-size, or write a config (thinsnap config example)`;
-    throw new ConfigError([makeIssue({ file: null, line: null, origin: "embedded default" }, "pool.data_size", null, why, false)]);
+    return dataSizeForFreeSpace(freeSpace(dirname(dataFile))) ?? MIN_ZERO_CONFIG_DATA_SIZE;
   },
 };
+
+/** Why the embedded default may not make its pool at `dataFile` (too little free space), or null. */
+export function roomProblem(dataFile: string): string | null {
+  if (existsSync(dataFile)) return null;
+  const dir = existingAncestor(dirname(dataFile));
+  const free = freeSpace(dir);
+  if (dataSizeForFreeSpace(free) !== null) return null;
+  return (
+    `no config file, and the embedded default's pool (${ZERO_CONFIG_DATA_RULE}) would be below ` +
+    `${formatSize(MIN_ZERO_CONFIG_DATA_SIZE)}: ${dir} has ${formatSize(free)} free. Free some space, pass --root DIR ` +
+    `on a larger file system or --data-size SIZE, or write a config (thinsnap config example)`
+  );
+}

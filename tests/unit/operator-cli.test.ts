@@ -18,7 +18,7 @@ import { configToml, containerdSnippet } from "../../src/config/render.ts";
 import { GiB, MiB, TiB } from "../../src/config/units.ts";
 import * as geo from "../../src/pool/geometry.ts";
 import { holdersOf } from "../../src/pool/provision.ts";
-import { embeddedDefault, existingAncestor, freeSpace } from "../../src/pool/zero-config.ts";
+import { embeddedDefault, existingAncestor, freeSpace, roomProblem } from "../../src/pool/zero-config.ts";
 
 const REPO = join(import.meta.dir, "../..");
 const cli = (...args: string[]) => spawnSync(process.execPath, [join(REPO, "src/cli/main.ts"), ...args], { encoding: "utf8" });
@@ -141,11 +141,13 @@ describe("the embedded default (no config file)", () => {
   test("a new data file is sized from the free space; an existing one keeps its size", () => {
     const f = join(dir, "pool", "data");
     const want = geo.dataSizeForFreeSpace(freeSpace(dir));
-    if (want === null) expect(() => embeddedDefault.dataSize(f)).toThrow("would be below 1 GiB");
-    else expect(embeddedDefault.dataSize(f)).toBe(want);
+    expect(embeddedDefault.dataSize(f)).toBe(want ?? geo.MIN_ZERO_CONFIG_DATA_SIZE);
+    if (want === null) expect(roomProblem(f)).toContain("would be below 1 GiB");
+    else expect(roomProblem(f)).toBeNull();
     mkdirSync(join(dir, "pool"));
     writeFileSync(f, Buffer.alloc(4096));
     expect(embeddedDefault.dataSize(f)).toBe(4096n);
+    expect(roomProblem(f)).toBeNull(); // an existing pool is reloaded whatever the free space
     expect(existingAncestor(join(dir, "a", "b", "c"))).toBe(dir);
   });
   test("the data size rule: half the free space, whole GiB, at most 100 GiB, refused below 1 GiB", () => {
