@@ -62,7 +62,8 @@ class Serve {
   async ready(address: string): Promise<void> {
     let code: number | null = null;
     void this.exited.then((c) => (code = c));
-    await waitFor(`thinsnap serve on ${address}`, () => socketAccepts(address), {
+    // the "serving" line comes after the signal handlers' set-up: a Ctrl-C before it would kill, not stop
+    await waitFor(`thinsnap serve on ${address}`, async () => this.out.includes("msg=serving") && (await socketAccepts(address)), {
       timeoutMs: 300_000,
       intervalMs: 250,
       died: () => (code === null ? null : `exited ${code}:\n${this.out}`),
