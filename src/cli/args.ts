@@ -1,4 +1,12 @@
-/** A small, strict flag parser: --flag value, --flag=value, booleans, positionals. */
+/** A small, strict flag parser: --flag value, --flag=value, booleans, positionals; -h is --help. */
+import { closest } from "../config/document.ts";
+
+/** ` (did you mean "x"?)` when a known word is close, else the list of them. */
+export function didYouMean(word: string, known: readonly string[], prefix = ""): string {
+  const best = closest(word, known);
+  return best !== null ? ` (did you mean "${prefix}${best}"?)` : ` (one of: ${known.map((k) => prefix + k).join(", ")})`;
+}
+
 export class UsageError extends Error {
   constructor(message: string) {
     super(message);
@@ -27,6 +35,10 @@ export function parseArgs(argv: string[], spec: Record<string, FlagSpec>): Parse
       positionals.push(...argv.slice(i + 1));
       break;
     }
+    if (a === "-h" && spec.help !== undefined) {
+      flags.help = true;
+      continue;
+    }
     if (!a.startsWith("--")) {
       positionals.push(a);
       continue;
@@ -34,7 +46,7 @@ export function parseArgs(argv: string[], spec: Record<string, FlagSpec>): Parse
     const eq = a.indexOf("=");
     const name = a.slice(2, eq === -1 ? undefined : eq);
     const s = spec[name];
-    if (!s) throw new UsageError(`unknown flag --${name}`);
+    if (!s) throw new UsageError(`unknown flag --${name}${didYouMean(name, Object.keys(spec), "--")}`);
     if (s.type === "boolean") {
       if (eq !== -1) {
         const v = a.slice(eq + 1);

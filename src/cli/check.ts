@@ -4,7 +4,6 @@
  * (thin-provisioning-tools), the only way to see ids that have no mapping.
  */
 import { existsSync } from "node:fs";
-import { connect } from "node:net";
 import { describeProblem, inspect, type Problem } from "../consistency/inspect.ts";
 import { readPoolView, readStoreView } from "../consistency/views.ts";
 import { poolThinIds, thinDevicesOfPool } from "../dm/pool-contents.ts";
@@ -12,14 +11,11 @@ import { createLogger } from "../log.ts";
 import { reconcile } from "../snapshotter/reconcile.ts";
 import { Store } from "../store/store.ts";
 import { flagHelp, type FlagSpec, type Parsed } from "./args.ts";
-import { CliError, lockRoot, openDeviceMapper, openPool, requireRoot } from "./runtime.ts";
+import { CliError, openDeviceMapper, openPool, refuseWhileServing, requireRoot } from "./runtime.ts";
 import { configFromFlags, CONFIG_FLAGS } from "./config-flags.ts";
 
 export const CHECK_FLAGS: Record<string, FlagSpec> = {
-  config: CONFIG_FLAGS.config!,
-  root: CONFIG_FLAGS.root!,
-  address: CONFIG_FLAGS.address!,
-  "pool-name": CONFIG_FLAGS["pool-name"]!,
+  ...CONFIG_FLAGS,
   repair: { type: "boolean", help: "fix what is found (refused while thinsnap serve runs)" },
   help: { type: "boolean", help: "show this help" },
 };
@@ -35,26 +31,11 @@ Flags:
 ${flagHelp(CHECK_FLAGS)}
 `;
 
-function daemonRunning(address: string): Promise<boolean> {
-  if (!existsSync(address)) return Promise.resolve(false);
-  return new Promise((resolve) => {
-    const s = connect(address);
-    s.once("connect", () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once("error", () => resolve(false));
-  });
-}
-
 export async function check(p: Parsed): Promise<number> {
   const cfg = await configFromFlags(p);
   requireRoot("thinsnap check");
   const repair = p.flags.repair === true;
-  if (repair && (await daemonRunning(cfg.address))) {
-    throw new CliError(`thinsnap serve is running on ${cfg.address}: stop it before check --repair`);
-  }
-  if (repair) lockRoot(cfg.rootPath, "check --repair");
+  if (repair) await refuseWhileServing(cfg, "check --repair");
   const dm = openDeviceMapper();
   const pool = openPool(dm, cfg.poolName);
   const dbPath = `${cfg.rootPath}/metadata.db`;

@@ -1,6 +1,6 @@
 /** `thinsnap config example|keys`: documentation generated from the config key table. */
 import { exampleToml, keysMarkdown } from "../config/docs.ts";
-import { flagHelp, type FlagSpec, type Parsed, UsageError } from "./args.ts";
+import { didYouMean, flagHelp, type FlagSpec, type Parsed, UsageError } from "./args.ts";
 
 export const CONFIG_COMMAND_FLAGS: Record<string, FlagSpec> = {
   help: { type: "boolean", help: "show this help" },
@@ -24,6 +24,8 @@ export function configCommand(sub: string | undefined, _p: Parsed): Promise<numb
       process.stdout.write(keysMarkdown());
       return Promise.resolve(0);
     default:
-      throw new UsageError(`config: unknown subcommand ${sub ?? "(none)"}: example or keys`);
+      throw new UsageError(
+        sub === undefined ? "which one? example or keys" : `unknown subcommand "${sub}"${didYouMean(sub, ["example", "keys"])}`,
+      );
   }
 }

@@ -1,56 +1,68 @@
 /** `thinsnap pool create|status|destroy`: thin-pool management without dmsetup (flags and output; the work is in src/pool). */
-import { existsSync } from "node:fs";
-import { DEFAULTS } from "../config/config.ts";
-import { sizeText } from "../config/kinds.ts";
-import { POOL_KEYS, type Entry } from "../config/keys.ts";
-import type { PoolConfig } from "../config/types.ts";
-import { formatSize, parseSize } from "../config/units.ts";
+import { existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
+import type { Config } from "../config/config.ts";
+import { configToml } from "../config/render.ts";
+import { hostSnippet } from "../install/snippets.ts";
+import { formatSize } from "../config/units.ts";
 import type { DeviceMapper } from "../dm/device-mapper.ts";
 import type { ThinPool } from "../dm/thin-pool.ts";
+import { devPath } from "../dm/blockdev.ts";
 import { poolFigures } from "../metrics/pool-watch.ts";
 import type { SpaceLimits } from "../snapshotter/space.ts";
 import * as geo from "../pool/geometry.ts";
 import { createDevicePool, createFilePool, destroyPool } from "../pool/provision.ts";
 import { thinDevicesOfPool } from "../dm/pool-contents.ts";
 import { Store } from "../store/store.ts";
-import { flagHelp, type FlagSpec, type Parsed, str, UsageError } from "./args.ts";
-import { CliError, openDeviceMapper, openPool, requireRoot } from "./runtime.ts";
-import { createLogger } from "../log.ts";
-import { containerdSnippet, defaultPlanOptions, detectContainerd } from "../install/snippets.ts";
+import { didYouMean, flagHelp, type FlagSpec, type Parsed, str, UsageError } from "./args.ts";
+import { CONFIG_FLAGS, configFile, configFromFlags, refuseNoRoom } from "./config-flags.ts";
+import { openDeviceMapper, openPool, refuseWhileServing, requireRoot } from "./runtime.ts";
+import { createLogger, type Logger } from "../log.ts";
 
 export const POOL_FLAGS: Record<string, FlagSpec> = {
-  name: { help: "thin-pool device name (pool_name)" },
-  "data-dev": { help: "create: block device for data" },
-  "meta-dev": { help: "create: block device for metadata" },
-  "data-file": { help: "create/destroy: file for data (sparse, on a loop device)" },
-  "meta-file": { help: "create/destroy: file for metadata", default: "<data-file>.meta" },
-  "data-size": { help: "create: size of a new data file (e.g. 100G)", default: sizeText(geo.DEFAULT_DATA_SIZE) },
-  "meta-size": { help: "create: size of a new metadata file", default: geo.META_SIZE_RULE },
-  "block-size": {
-    help: `create: data block size, a multiple of ${formatSize(geo.MIN_BLOCK_SIZE)} up to ${formatSize(geo.MAX_BLOCK_SIZE)}`,
-    default: sizeText(geo.DEFAULT_BLOCK_SIZE),
+  ...CONFIG_FLAGS,
+  name: { help: "same as --pool-name" },
+  "data-dev": { help: "create: block device for data (instead of a data file)" },
+  "meta-dev": { help: "create: block device for metadata (with --data-dev)" },
+  "write-config": { help: "create: also write the config it made to this file (refused if it exists, unless --force)" },
+  force: {
+    type: "boolean",
+    help: "create: overwrite devices/files holding data, and the --write-config file; destroy: also a pool not on loop devices",
   },
-  "low-water-mark": { help: "create: free data blocks that raise a kernel event", default: geo.LOW_WATER_MARK_RULE },
-  force: { type: "boolean", help: "create: overwrite devices holding data; destroy: also non-loop pools" },
-  "delete-files": { type: "boolean", help: "destroy: also delete the data and metadata files" },
-  root: { help: "status: state directory, to show snapshots by kind", default: DEFAULTS.rootPath },
+  "delete-files": { type: "boolean", help: "destroy: also delete the data and metadata files (the store is then moved aside)" },
   json: { type: "boolean", help: "status: print JSON" },
   help: { type: "boolean", help: "show this help" },
 };
 
 export const POOL_HELP = `Usage:
-  thinsnap pool create --name NAME (--data-file FILE [--data-size 100G] | --data-dev DEV --meta-dev DEV) [flags]
-  thinsnap pool status --name NAME [--root DIR] [--json]
-  thinsnap pool destroy --name NAME [--delete-files]
+  thinsnap pool create [--config FILE] [--pool-name NAME] [--data-file FILE] [--data-size SIZE] [--meta-file FILE]
+                       [--meta-size SIZE] [--block-size SIZE] [--low-water-mark N] [--root DIR] [--address SOCKET]
+                       [--write-config FILE] [--force]
+  thinsnap pool create --data-dev DEV --meta-dev DEV [--pool-name NAME] [--block-size SIZE] [--low-water-mark N]
+                       [--write-config FILE] [--force]
+  thinsnap pool status [--config FILE] [--pool-name NAME] [--root DIR] [--json]
+  thinsnap pool destroy [--config FILE] [--pool-name NAME] [--root DIR] [--address SOCKET] [--delete-files] [--force]
+
+Every subcommand reads the config (--config, else /etc/thinsnap/config.toml,
+else the embedded default) and the flags override it: without flags, "pool
+create" makes the [pool] of the config. "pool create" prints the config it
+made on stdout (valid TOML: "thinsnap pool create > config.toml" works) and
+its progress and the containerd snippet on stderr. "pool destroy" is refused
+while thinsnap serve runs on the pool or a thin device of it is in use.
 
 Flags:
 ${flagHelp(POOL_FLAGS)}
 `;
 
-function need(p: Parsed, flag: string): string {
-  const v = str(p, flag);
-  if (!v) throw new UsageError(`--${flag} is required`);
-  return v;
+/** --name is --pool-name (kept for scripts); giving both different is an error. */
+function poolConfig(p: Parsed): Promise<Config> {
+  const name = str(p, "name");
+  const poolName = str(p, "pool-name");
+  if (name !== undefined && poolName !== undefined && name !== poolName) {
+    throw new UsageError(`--name ${name} and --pool-name ${poolName} disagree (they are the same flag)`);
+  }
+  if (name !== undefined) p.flags["pool-name"] = name;
+  return configFromFlags(p);
 }
 
 export async function poolCommand(sub: string | undefined, p: Parsed): Promise<number> {
@@ -62,75 +74,75 @@ export async function poolCommand(sub: string | undefined, p: Parsed): Promise<n
     case "destroy":
       return destroy(p);
     default:
-      throw new UsageError(`pool: unknown subcommand ${sub ?? "(none)"}: create, status or destroy`);
+      throw new UsageError(
+        sub === undefined
+          ? "which one? create, status or destroy"
+          : `unknown subcommand "${sub}"${didYouMean(sub, ["create", "status", "destroy"])}`,
+      );
   }
 }
 
-/** A size flag, or its default; a bad one is a usage error naming the flag. */
-function sizeFlag(p: Parsed, flag: string, fallback: bigint): bigint {
-  const v = str(p, flag);
-  if (v === undefined) return fallback;
-  try {
-    return parseSize(v);
-  } catch (e) {
-    throw new UsageError(`--${flag}: ${(e as Error).message}`);
-  }
-}
+const POOL_TABLE_FLAGS = ["data-file", "meta-file", "data-size", "meta-size"];
 
-const checked = (flag: string, problem: string | null): void => {
-  if (problem !== null) throw new UsageError(`--${flag} ${problem}`);
-};
-
-function create(p: Parsed): number {
-  const name = need(p, "name");
-  const blockSize = sizeFlag(p, "block-size", geo.DEFAULT_BLOCK_SIZE);
-  checked("block-size", geo.blockSizeProblem(blockSize));
-  const mark = str(p, "low-water-mark");
-  if (mark !== undefined && !/^\d+$/.test(mark)) throw new UsageError("--low-water-mark is a number of blocks");
-  const lowWaterMark = mark === undefined ? undefined : BigInt(mark);
-  const force = p.flags.force === true;
-  const dataFile = str(p, "data-file");
+async function create(p: Parsed): Promise<number> {
   const dataDev = str(p, "data-dev");
   const metaDev = str(p, "meta-dev");
-  if (dataFile && (dataDev || metaDev)) throw new UsageError("use either --data-file or --data-dev/--meta-dev");
-  if (!dataFile && (!dataDev || !metaDev)) throw new UsageError("give --data-file, or both --data-dev and --meta-dev");
-  let spec: PoolConfig | null = null;
-  if (dataFile) {
-    const dataSize = sizeFlag(p, "data-size", geo.DEFAULT_DATA_SIZE);
-    checked("data-size", geo.dataSizeProblem(dataSize, blockSize));
-    const metaSize = sizeFlag(p, "meta-size", geo.defaultMetaSize(dataSize, blockSize));
-    checked("meta-size", geo.metaSizeProblem(metaSize));
-    const lwm = lowWaterMark ?? geo.defaultLowWaterMark(dataSize, blockSize);
-    checked("low-water-mark", geo.lowWaterMarkProblem(lwm, dataSize, blockSize));
-    spec = { dataFile, metaFile: str(p, "meta-file") ?? `${dataFile}.meta`, dataSize, metaSize, blockSize, lowWaterMark: lwm };
+  const onDevices = dataDev !== undefined || metaDev !== undefined;
+  if (onDevices) {
+    const fileFlag = POOL_TABLE_FLAGS.find((f) => str(p, f) !== undefined);
+    if (fileFlag !== undefined) throw new UsageError(`use either --${fileFlag} or --data-dev/--meta-dev`);
+    if (dataDev === undefined || metaDev === undefined) throw new UsageError("--data-dev and --meta-dev go together");
   }
+  const cfg = await poolConfig(p);
+  const force = p.flags.force === true;
+  const out = str(p, "write-config");
+  if (out !== undefined && existsSync(out) && !force) {
+    throw new UsageError(`--write-config ${out}: the file exists; use --force to overwrite it`);
+  }
+  const spec = onDevices ? null : cfg.pool;
+  if (!onDevices && spec === null) {
+    throw new UsageError(
+      `${configFile(p) ?? "the config"} has no [pool] table: give --data-file (and --data-size), or --data-dev and --meta-dev`,
+    );
+  }
+  if (spec !== null) refuseNoRoom(p, cfg);
   requireRoot("thinsnap pool create");
+  const log = createLogger(cfg.logLevel, cfg.logFormat);
   const dm = openDeviceMapper();
+  const t0 = performance.now();
+  const blockSize = spec?.blockSize ?? cfg.pool?.blockSize ?? geo.DEFAULT_BLOCK_SIZE;
+  const lowWaterMark = str(p, "low-water-mark") !== undefined ? cfg.pool?.lowWaterMark : undefined;
   const pool =
     spec !== null
-      ? createFilePool(dm, name, spec, force, createLogger("warn"))
-      : createDevicePool(dm, name, { dataDev: dataDev ?? "", metaDev: metaDev ?? "", blockSize, lowWaterMark }, force);
-  process.stdout.write(configSnippet(name, pool, spec));
+      ? createFilePool(dm, cfg.poolName, spec, force, log)
+      : createDevicePool(dm, cfg.poolName, { dataDev: dataDev ?? "", metaDev: metaDev ?? "", blockSize, lowWaterMark }, force);
+  const made = madeConfig(cfg, pool, spec !== null);
+  const toml = configToml(made);
+  process.stderr.write(`${summary(cfg.poolName, pool, performance.now() - t0)}
+`);
+  if (out !== undefined) {
+    mkdirSync(dirname(out), { recursive: true });
+    writeFileSync(out, toml, { mode: 0o644 });
+    process.stderr.write(`wrote the config to ${out}
+`);
+  }
+  process.stderr.write(`\n${hostSnippet(made)}`);
+  process.stdout.write(`# thinsnap config for pool "${cfg.poolName}" (thinsnap pool create)\n${toml}`);
   return 0;
 }
 
-/** `key = value` lines of the [pool] table for a spec, as the config reads them. */
-function poolLines(spec: PoolConfig): string {
-  const line = <F extends keyof PoolConfig>(e: Entry<PoolConfig, F>): string => `${e.key} = ${e.kind.literal(spec[e.field])}`;
-  return POOL_KEYS.map((e) => line(e)).join("\n");
+/** The config that serves the pool just made: base_image_size suited to its size unless one was given. */
+function madeConfig(cfg: Config, pool: ThinPool, fileBacked: boolean): Config {
+  if (fileBacked) return cfg; // base_image_size is derived from [pool] data_size already
+  const dataBytes = pool.status().totalDataBlocks * pool.blockSize();
+  return { ...cfg, pool: null, baseImageSize: geo.baseImageSizeFor(dataBytes) };
 }
 
-function configSnippet(name: string, pool: ThinPool, spec: PoolConfig | null): string {
+function summary(name: string, pool: ThinPool, ms: number): string {
   const st = pool.status();
   const bs = pool.blockSize();
   return `created thin-pool "${name}": ${formatSize(st.totalDataBlocks * bs)} data in ${formatSize(bs)} blocks, ` +
-    `${st.totalMetadataBlocks} metadata blocks
-
-# /etc/thinsnap/config.toml
-pool_name = "${name}"
-root_path = "${DEFAULTS.rootPath}"${spec !== null ? `\n\n[pool]\n${poolLines(spec)}` : ""}
-
-${containerdSnippet(defaultPlanOptions(detectContainerd()))}`;
+    `${st.totalMetadataBlocks} metadata blocks (${Math.round(ms)} ms)`;
 }
 
 /** The JSON of `thinsnap pool status --json`. */
@@ -153,14 +165,13 @@ export interface PoolReport {
   devicesByState: Record<string, number> | null;
 }
 
-function status(p: Parsed): number {
-  const name = need(p, "name");
+async function status(p: Parsed): Promise<number> {
+  const cfg = await poolConfig(p);
+  const name = cfg.poolName;
   requireRoot("thinsnap pool status");
   const dm = openDeviceMapper();
   const pool = openPool(dm, name);
-  const dbPath = `${str(p, "root") ?? DEFAULTS.rootPath}/metadata.db`;
-  // TODO(lead, merging operators): pass the loaded config (Config satisfies SpaceLimits) instead of DEFAULTS.
-  const r = poolReport(dm, pool, name, dbPath, DEFAULTS);
+  const r = poolReport(dm, pool, name, `${cfg.rootPath}/metadata.db`, cfg);
   process.stdout.write(p.flags.json === true ? `${JSON.stringify(r, null, 2)}\n` : poolReportText(r));
   return 0;
 }
@@ -239,12 +250,42 @@ export function poolReportText(r: PoolReport): string {
   return rows.map(([k, v]) => `${k.padEnd(w)}${v}`).join("\n") + "\n";
 }
 
-function destroy(p: Parsed): number {
-  const name = need(p, "name");
+async function destroy(p: Parsed): Promise<number> {
+  const cfg = await poolConfig(p);
+  const name = cfg.poolName;
   requireRoot("thinsnap pool destroy");
+  await refuseWhileServing(cfg, "pool destroy");
   const dm = openDeviceMapper();
   const deleteFiles = p.flags["delete-files"] === true;
-  const files = destroyPool(dm, openPool(dm, name), { force: p.flags.force === true, deleteFiles });
+  const log = createLogger(cfg.logLevel, cfg.logFormat);
+  const pool = openPool(dm, name);
+  const fileBacked = isFileBacked(pool);
+  const files = destroyPool(dm, pool, { force: p.flags.force === true, deleteFiles }, log);
   process.stdout.write(`destroyed thin-pool "${name}"${files.length ? ` (files ${deleteFiles ? "deleted" : "kept"}: ${files.join(", ")})` : ""}\n`);
+  process.stdout.write(`${storeAfterDestroy(cfg.rootPath, deleteFiles || !fileBacked, log)}\n`);
   return 0;
+}
+
+function isFileBacked(pool: ThinPool): boolean {
+  const t = pool.table();
+  return [t.metadataDev, t.dataDev].every((d) => /^\/dev\/loop\d+$/.test(devPath(d)));
+}
+
+/**
+ * The store describes the pool's thin devices: when the pool's contents are
+ * gone it is moved aside (kept, in case), so that a new pool starts with a
+ * new store; when the files are kept it stays with them.
+ */
+function storeAfterDestroy(rootPath: string, contentsGone: boolean, log: Logger): string {
+  const db = `${rootPath}/metadata.db`;
+  if (!existsSync(db)) return `no store at ${db}`;
+  if (!contentsGone) return `store ${db} kept: it describes the kept files (serve reloads both)`;
+  const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
+  let aside = `${db}.destroyed-${stamp}`;
+  for (let n = 2; existsSync(aside); n++) aside = `${db}.destroyed-${stamp}-${n}`;
+  for (const ext of ["", "-wal", "-shm"]) {
+    if (existsSync(db + ext)) renameSync(db + ext, aside + ext);
+  }
+  log.debug("store moved aside", { from: db, to: aside });
+  return `store moved aside: ${db} -> ${aside} (a new pool starts with a new store)`;
 }

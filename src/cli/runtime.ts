@@ -2,15 +2,14 @@
  * Opening device-mapper and the pool for the CLI commands, with the errors an
  * operator can act on (not root, no libdevmapper, no dm in the kernel, no pool).
  */
-import { closeSync, mkdirSync, openSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from "node:fs";
+import { connect } from "node:net";
+import { release } from "node:os";
 import { DeviceMapper } from "../dm/device-mapper.ts";
 import { ThinPool } from "../dm/thin-pool.ts";
 import { tryLock } from "../sys/libc.ts";
 import type { Config } from "../config/types.ts";
-import { DEFAULTS } from "../config/config.ts";
-import { DEFAULT_DATA_SIZE } from "../pool/geometry.ts";
 import { ensureFilePool } from "../pool/provision.ts";
-import { sizeText } from "../config/kinds.ts";
 import type { Logger } from "../log.ts";
 
 export class CliError extends Error {
@@ -39,22 +38,39 @@ export function openDeviceMapper(): DeviceMapper {
   try {
     dm.driverVersion();
   } catch (e) {
-    throw new CliError(
-      `the kernel's device-mapper does not answer (${(e as Error).message}); ` +
-        `load it with: modprobe dm_mod dm_thin_pool`,
-    );
+    throw new CliError(`the kernel's device-mapper does not answer (${(e as Error).message}); ${kernelHint()}`);
   }
   return dm;
+}
+
+const readOr = (path: string): string => {
+  try {
+    return readFileSync(path, "utf8");
+  } catch {
+    return "";
+  }
+};
+
+/**
+ * What to do about a kernel whose device-mapper does not answer: modprobe
+ * only when this kernel has the modules to load.
+ */
+export function kernelHint(kernel = release(), modules = `/lib/modules/${kernel}`): string {
+  const has = (m: string): boolean => new RegExp(`/${m}\\.ko`).test(readOr(`${modules}/modules.dep`) + readOr(`${modules}/modules.builtin`));
+  if (!existsSync(modules)) return `this kernel (${kernel}) has no modules directory ${modules}: boot a kernel with device-mapper thin provisioning (CONFIG_DM_THIN_PROVISIONING)`;
+  if (!has("dm-mod") || !has("dm-thin-pool")) {
+    return `this kernel (${kernel}) has no dm-mod/dm-thin-pool module: boot a kernel with device-mapper thin provisioning (CONFIG_DM_THIN_PROVISIONING)`;
+  }
+  return "load it with: modprobe dm_thin_pool (it loads dm_mod too)";
 }
 
 export function openPool(dm: DeviceMapper, name: string): ThinPool {
   const pool = new ThinPool(dm, name);
   if (!dm.info(name)) {
     throw new CliError(
-      `thin-pool "${name}" does not exist: create it with ` +
-        `"thinsnap pool create --name ${name} --data-file ${DEFAULTS.rootPath}/pool/data ` +
-        `--data-size ${sizeText(DEFAULT_DATA_SIZE)}" ` +
-        `(or from block devices with --data-dev/--meta-dev), or add a [pool] table to the config`,
+      `thin-pool "${name}" does not exist: create it with "thinsnap pool create --pool-name ${name}" ` +
+        `(a file-backed pool as the config's [pool] or the embedded default says; --data-file/--data-size to choose), ` +
+        `or over block devices with --data-dev/--meta-dev; or let thinsnap serve create it from a [pool] table`,
     );
   }
   try {
@@ -84,4 +100,29 @@ export function lockRoot(rootPath: string, what: string): void {
     throw new CliError(`another thinsnap process holds ${path}: ${what} refused (one thinsnap per root_path)`);
   }
   // keep fd open on purpose: the lock goes with the process
+}
+
+/** Something accepts connections on the unix socket (a thinsnap serve). */
+export function daemonRunning(address: string): Promise<boolean> {
+  if (!existsSync(address)) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const s = connect(address);
+    s.once("connect", () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once("error", () => resolve(false));
+  });
+}
+
+/**
+ * Refuses `what` while thinsnap serve runs on this config (its socket
+ * answers, or it holds root_path's lock), then holds the lock itself so that
+ * no serve starts meanwhile.
+ */
+export async function refuseWhileServing(cfg: Config, what: string): Promise<void> {
+  if (await daemonRunning(cfg.address)) {
+    throw new CliError(`thinsnap serve is running on ${cfg.address}: stop it before ${what} (systemctl stop thinsnap)`);
+  }
+  if (existsSync(cfg.rootPath)) lockRoot(cfg.rootPath, what);
 }

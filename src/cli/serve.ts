@@ -12,7 +12,11 @@ import { sdNotify } from "../sys/sd-notify.ts";
 import { BUILD_DATE, REVISION, VERSION } from "../version.ts";
 import { CliError, lockRoot, openDeviceMapper, poolFromConfig, requireRoot } from "./runtime.ts";
 import { flagHelp, type FlagSpec, type Parsed } from "./args.ts";
-import { CONFIG_FLAGS, configFromFlags } from "./config-flags.ts";
+import { CONFIG_FLAGS, configFile, configFromFlags, refuseNoRoom } from "./config-flags.ts";
+import { DEFAULT_CONFIG_PATH } from "../config/config.ts";
+import { configToml } from "../config/render.ts";
+import { hostSnippet } from "../install/snippets.ts";
+import { PoolStoreMismatch } from "../snapshotter/reconcile.ts";
 import { Observability } from "../metrics/observability.ts";
 
 /**
@@ -26,9 +30,13 @@ export const SERVE_FLAGS: Record<string, FlagSpec> = {
   help: { type: "boolean", help: "show this help" },
 };
 
-export const SERVE_HELP = `Usage: thinsnap serve [flags]
+export const SERVE_HELP = `Usage: thinsnap serve [--config FILE] [flags]
 
-Serves containerd's snapshots API on a unix socket. Configure containerd with:
+Serves containerd's snapshots API on a unix socket. With no config file
+(none given, none at ${DEFAULT_CONFIG_PATH}) it serves on the embedded
+default: a file-backed thin-pool under root_path (sparse files sized from
+the free space there), created on first start and reloaded after a reboot;
+what it chose is printed, to copy into a config. Configure containerd with:
 
   [proxy_plugins.thinsnap]
     type = "snapshot"
@@ -40,6 +48,8 @@ ${flagHelp(SERVE_FLAGS)}
 
 export async function serve(p: Parsed): Promise<number> {
   const cfg = await configFromFlags(p);
+  const embedded = configFile(p) === null;
+  refuseNoRoom(p, cfg);
   const log = createLogger(cfg.logLevel, cfg.logFormat);
   const obs = await Observability.create({ metricsAddress: cfg.metricsAddress, log, limits: cfg });
   requireRoot("thinsnap serve");
@@ -58,6 +68,7 @@ export async function serve(p: Parsed): Promise<number> {
   });
   const pool = poolFromConfig(dm, cfg, log);
   const snPool = obs.wrapPool(pool);
+  if (embedded) printEmbedded(cfg, log);
   unmountStaleBaseMounts(cfg.rootPath, cfg.poolName, log);
   const store = Store.open(`${cfg.rootPath}/metadata.db`);
   const kernel = await startKernelWorkers(cfg, log);
@@ -66,7 +77,7 @@ export async function serve(p: Parsed): Promise<number> {
     sn = await ThinSnapshotter.open(cfg, {
       store,
       pool: snPool,
-      format: (dev, fs, o) => formatDevice(dev, fs, o, cfg.rootPath),
+      format: formatWithProgress(log, cfg.rootPath),
       rootPath: cfg.rootPath,
       log,
       listDevices: () => dm.list(),
@@ -76,7 +87,8 @@ export async function serve(p: Parsed): Promise<number> {
   } catch (e) {
     kernel?.close();
     store.close();
-    throw new CliError(`cannot open the snapshotter: ${(e as Error).message}`);
+    const fix = e instanceof PoolStoreMismatch ? `\n${mismatchFix(e, cfg, configFile(p))}` : "";
+    throw new CliError(`cannot open the snapshotter: ${(e as Error).message}${fix}`);
   }
   await obs.start({ pool: snPool, store, remover: sn.remover, reconcile: sn.lastReconcile, lowWaterMarkBlocks: pool.table().lowWaterMark });
   const socketGroup = cfg.socketGroup === null ? undefined : getgrnam(cfg.socketGroup);
@@ -115,6 +127,58 @@ export async function serve(p: Parsed): Promise<number> {
     kernel?.close();
   });
 }
+
+/** What the embedded default chose, as the config file and containerd snippet to keep it. */
+function printEmbedded(cfg: Config, log: Logger): void {
+  const toml = configToml(cfg);
+  const snippet = hostSnippet(cfg);
+  if (cfg.logFormat === "json") {
+    log.info("no config file: serving on the embedded default", { config_file: DEFAULT_CONFIG_PATH, config: toml, containerd: snippet });
+    return;
+  }
+  process.stderr.write(
+    `thinsnap: no config file (${DEFAULT_CONFIG_PATH}): serving on the embedded default, a file-backed thin-pool ` +
+      `(sparse files; a real pool on block devices is the production set-up).\n` +
+      `To keep these settings, save this as ${DEFAULT_CONFIG_PATH}:\n\n${toml}\n` +
+      `containerd: the lines for the containerd found here (\`thinsnap install\` writes them):\n\n${snippet}`,
+  );
+}
+
+/** Which file to move, or which commands re-create a pool and store that belong together. */
+function mismatchFix(e: PoolStoreMismatch, cfg: Config, file: string | null): string {
+  const db = `${cfg.rootPath}/metadata.db`;
+  const withConfig = file === null ? "" : ` --config ${file}`;
+  if (!e.poolUsed) {
+    return `The pool holds no data: to start over with it, move the store aside (mv ${db} ${db}.old, with its -wal and -shm files) and start thinsnap serve again.`;
+  }
+  return (
+    `If neither holds anything you need, start over with both: thinsnap pool destroy${withConfig} --delete-files ` +
+    `(it moves ${db} aside), then thinsnap serve${withConfig} (it re-creates the pool${cfg.pool === null ? ' once the config has a [pool] table, or run "thinsnap pool create" first' : ""}). ` +
+    `Otherwise point root_path at the store that belongs to pool "${cfg.poolName}".`
+  );
+}
+
+/** Formatting the base can take minutes on a slow disk: say so, keep saying so, and keep systemd's start timeout away. */
+/** The snapshotter's formatter (its temporary mount under rootPath), with progress lines while mkfs runs. */
+function formatWithProgress(log: Logger, rootPath: string): (device: string, fsType: string, fsOptions: string) => Promise<void> {
+  return async (device, fsType, fsOptions) => {
+    const t0 = performance.now();
+    const extend = (): void => void sdNotify(`EXTEND_TIMEOUT_USEC=${FORMAT_TICK_MS * 3 * 1000}`);
+    log.info("formatting the base device (once per pool; can take minutes on a slow disk)", { device, fs_type: fsType });
+    extend();
+    const timer = setInterval(() => {
+      extend();
+      log.info("still formatting the base device", { device, s: Math.round((performance.now() - t0) / 1000) });
+    }, FORMAT_TICK_MS);
+    try {
+      await formatDevice(device, fsType, fsOptions, rootPath);
+    } finally {
+      clearInterval(timer);
+    }
+    log.info("formatted the base device", { device, ms: Math.round(performance.now() - t0) });
+  };
+}
+const FORMAT_TICK_MS = 10_000;
 
 function waitForSignal(log: Logger, stop: () => Promise<void>): Promise<number> {
   return new Promise((resolve) => {

@@ -17,7 +17,17 @@ import { readFile } from "node:fs/promises";
 import { emptyLayer, type Layer, type Parsed, parseDocument, POOL_TABLE, readInto } from "./document.ts";
 import { ConfigError, type ConfigIssue, makeIssue } from "./issues.ts";
 import { ValueError } from "./kinds.ts";
-import { type AllValues, type Entry, type KeyContext, type KeyEntry, keyName, MAIN_KEYS, POOL_KEYS } from "./keys.ts";
+import {
+  type AllValues,
+  dataFileUnder,
+  DEFAULT_POOL_NAME,
+  type Entry,
+  type KeyContext,
+  type KeyEntry,
+  keyName,
+  MAIN_KEYS,
+  POOL_KEYS,
+} from "./keys.ts";
 import type { Config, ConfigOverrides, MainValues, PoolConfig } from "./types.ts";
 
 export { ConfigError, type ConfigIssue } from "./issues.ts";
@@ -64,12 +74,13 @@ function applyTexts(layer: Layer, texts: ReadonlyMap<KeyEntry, string>): ConfigI
   const read = <V, F extends keyof V>(e: Entry<V, F>, text: string, into: Partial<V>): string =>
     e.kind.literal(readInto(e, e.kind.fromFlag?.(text) ?? text, () => null, into));
   for (const [e, text] of texts) {
+    const origin = `--${e.flag ?? keyName(e)} ${/^[\w@%+=:,./-]+$/.test(text) ? text : JSON.stringify(text)}`;
     try {
       const shown = e.table === "" ? read(e, text, layer.main) : read(e, text, (layer.pool ??= {}));
-      layer.where.set(keyName(e), { file: null, line: () => null, value: shown });
+      layer.where.set(keyName(e), { file: null, line: () => null, value: shown, origin });
     } catch (err) {
       if (!(err instanceof ValueError)) throw err;
-      issues.push(makeIssue({ file: null, line: null }, keyName(e), JSON.stringify(text), err.message));
+      issues.push(makeIssue({ file: null, line: null, origin }, keyName(e), JSON.stringify(text), err.message, false));
     }
   }
   return issues;
@@ -88,7 +99,8 @@ function resolveValues(layer: Layer): { main: MainValues; pool: PoolConfig | nul
   const missing = MAIN_KEYS.find((e) => e.default === undefined && e.derive === undefined && layer.main[e.field] === undefined);
   if (missing !== undefined) {
     const where = layer.file === null ? null : layer.missing ? `${layer.file} (not found)` : layer.file;
-    const why = `required: ${missing.summary} (set ${missing.key} in the config file or pass it as an override)`;
+    const how = missing.flag !== undefined ? `pass --${missing.flag}` : "pass it as an override";
+    const why = `required: ${missing.summary} (set ${missing.key} in the config file or ${how})`;
     throw new ConfigError([{ ...makeIssue({ file: where, line: null }, missing.key, null, why), file: layer.file }]);
   }
   const main: Partial<MainValues> = { ...layer.main };
@@ -107,6 +119,7 @@ function resolveValues(layer: Layer): { main: MainValues; pool: PoolConfig | nul
     return v;
   };
   const ctx: KeyContext = {
+    pooled: pool !== null,
     get<K extends keyof AllValues>(field: K): AllValues[K] {
       const m = MAIN_KEYS.find((e) => e.field === field);
       if (m !== undefined) return valueOf(m, main) as AllValues[K];
@@ -129,8 +142,9 @@ function resolveValues(layer: Layer): { main: MainValues; pool: PoolConfig | nul
     if (problem === null) return;
     const name = keyName(e);
     const w = layer.where.get(name);
-    const loc = w !== undefined ? { file: w.file, line: w.line() } : { file: layer.file, line: null };
-    issues.push(makeIssue(loc, name, w?.value ?? null, w === undefined ? `${problem} (default or derived value)` : problem));
+    const loc = w !== undefined ? { file: w.file, line: w.line(), origin: w.origin } : { file: layer.file, line: null };
+    const why = w === undefined ? `${problem} (default or derived value)` : problem;
+    issues.push(makeIssue(loc, name, w?.value ?? null, why, w?.origin === undefined));
   };
   for (const e of MAIN_KEYS) check(e, main);
   if (pool !== null) for (const e of POOL_KEYS) check(e, pool);
@@ -194,16 +208,38 @@ export function parseConfig(text: string, file: string): Config {
 }
 
 /**
+ * The embedded default, used when there is no config file at all: a
+ * file-backed pool named DEFAULT_POOL_NAME under root_path. Its data size is
+ * the one thing not fixed in the key table: the caller answers it for the
+ * data file (the size of the file when it exists, else one suited to the
+ * free space; see src/pool/zero-config.ts).
+ */
+export interface EmbeddedDefault {
+  dataSize(dataFile: string): bigint;
+}
+
+/** Fills what neither file nor flags set with the embedded default. */
+function applyEmbedded(layer: Layer, embedded: EmbeddedDefault): void {
+  layer.main.poolName ??= DEFAULT_POOL_NAME;
+  const pool = (layer.pool ??= {});
+  if (pool.dataSize === undefined) {
+    const root = layer.main.rootPath ?? DEFAULTS.rootPath;
+    pool.dataSize = embedded.dataSize(pool.dataFile ?? dataFileUnder(root));
+  }
+}
+
+/**
  * Reads the configuration file, applies the overrides on top and validates.
  * path null means DEFAULT_CONFIG_PATH, which may be absent (then defaults
- * are used); an explicit path that does not exist is an error. `texts` are
- * overrides given as text (command-line flags), read like the file's values.
- * Throws ConfigError.
+ * are used, and with `embedded` the embedded default); an explicit path that
+ * does not exist is an error. `texts` are overrides given as text
+ * (command-line flags), read like the file's values. Throws ConfigError.
  */
 export async function loadConfig(
   path: string | null,
   overrides: ConfigOverrides = {},
   texts: ReadonlyMap<KeyEntry, string> = new Map(),
+  embedded?: EmbeddedDefault,
 ): Promise<Config> {
   const file = path ?? DEFAULT_CONFIG_PATH;
   let text: string | null = null;
@@ -220,6 +256,7 @@ export async function loadConfig(
   const parsed: Parsed = text !== null ? parseDocument(text, file) : { layer: emptyLayer(file, true), issues: [] };
   applyOverrides(parsed.layer, overrides);
   parsed.issues.push(...applyTexts(parsed.layer, texts));
+  if (text === null && embedded !== undefined && parsed.issues.length === 0) applyEmbedded(parsed.layer, embedded);
   return finish(parsed);
 }
 

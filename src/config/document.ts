@@ -25,6 +25,8 @@ export interface Loc {
   line(): number | null;
   /** Rendered value, for messages. */
   value: string | null;
+  /** Set by a command-line flag: the flag and value as typed. */
+  origin?: string;
 }
 
 export interface Layer {
@@ -74,14 +76,20 @@ function editDistance(a: string, b: string): number {
   return d[b.length] ?? 0;
 }
 
-/** ` (did you mean "x"?)` for a close known key, else the list of known keys. */
-function hint(key: string, known: readonly string[]): string {
+/** The known word closest to `word` (at most 2 edits away), or null. Also the CLI's "did you mean". */
+export function closest(word: string, known: readonly string[]): string | null {
   let best: string | null = null;
   let bestD = 3;
   for (const k of known) {
-    const dist = editDistance(key.toLowerCase(), k);
+    const dist = editDistance(word.toLowerCase(), k);
     if (dist < bestD) [best, bestD] = [k, dist];
   }
+  return best;
+}
+
+/** ` (did you mean "x"?)` for a close known key, else the list of known keys. */
+function hint(key: string, known: readonly string[]): string {
+  const best = closest(key, known);
   return best !== null ? ` (did you mean "${best}"?)` : ` (known: ${known.join(", ")})`;
 }
 
@@ -95,8 +103,24 @@ export function sectionLabel(prefix: readonly string[]): string {
   return prefix.map((p) => (/^[A-Za-z0-9_-]+$/.test(p) ? p : JSON.stringify(p))).join(".");
 }
 
+/** Top-level keys of a containerd config.toml that thinsnap's own file never has. */
+const CONTAINERD_TOP_KEYS = ["version", "proxy_plugins", "grpc", "ttrpc", "state", "disabled_plugins", "required_plugins", "oom_score", "imports", "timeouts", "stream_processors", "cgroup"];
+
+function noSection(loc: { file: string; line: number | null }, has: string): ConfigError {
+  const what =
+    `looks like a containerd config (it has ${has}) but has no ` +
+    `[plugins."${CONTAINERD_PLUGIN_URI}"] or [plugins.${CONTAINERD_PLUGIN_ID}] section: give thinsnap its own ` +
+    `config file (thinsnap config example), or a containerd config with that section`;
+  return new ConfigError([makeIssue(loc, null, null, what)]);
+}
+
 function pickSection(doc: TomlTable, file: string, lines: KeyLines): Section {
-  if (!("plugins" in doc)) return { kind: "thinsnap", table: doc, prefix: [] };
+  if (!("plugins" in doc)) {
+    const foreign = CONTAINERD_TOP_KEYS.filter((k) => k in doc);
+    const first = foreign[0];
+    if (first !== undefined) throw noSection({ file, line: lines.line([first]) }, foreign.join(", "));
+    return { kind: "thinsnap", table: doc, prefix: [] };
+  }
   const plugins = doc["plugins"];
   const loc = { file, line: lines.line(["plugins"]) };
   if (!isTable(plugins)) {
@@ -113,10 +137,7 @@ function pickSection(doc: TomlTable, file: string, lines: KeyLines): Section {
   } else if (short !== undefined) {
     name = CONTAINERD_PLUGIN_ID;
   } else {
-    const what =
-      `looks like a containerd config (it has [plugins]) but has no ` +
-      `[plugins."${CONTAINERD_PLUGIN_URI}"] or [plugins.${CONTAINERD_PLUGIN_ID}] section`;
-    throw new ConfigError([makeIssue(loc, null, null, what)]);
+    throw noSection(loc, "[plugins]");
   }
   const prefix = ["plugins", name];
   const table = plugins[name];

@@ -39,11 +39,13 @@ export interface Where {
   file: string | null;
   line: number | null;
   column?: number | null;
+  /** Where a value without a file came from, as the operator typed it ("--data-size 2Q"). */
+  origin?: string;
 }
 
 /** showKey false: the message names the key itself (unknown keys). */
 export function makeIssue(loc: Where, key: string | null, value: string | null, message: string, showKey = true): ConfigIssue {
-  let where = loc.file === null ? "overrides" : loc.file;
+  let where = loc.file === null ? (loc.origin ?? "overrides") : loc.file;
   if (loc.file !== null && loc.line !== null) {
     where += `:${loc.line}`;
     if (loc.column !== undefined && loc.column !== null) where += `:${loc.column}`;

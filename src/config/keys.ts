@@ -18,6 +18,8 @@ import { MetricsAddressError, parseMetricsAddress } from "../metrics/address.ts"
 export type AllValues = MainValues & PoolConfig;
 
 export interface KeyContext {
+  /** The config has a [pool] table (its keys can be asked for). */
+  pooled: boolean;
   /** The resolved value of another key. */
   get<K extends keyof AllValues>(field: K): AllValues[K];
   /** The key was set (file or override), not defaulted or derived. */
@@ -45,7 +47,7 @@ export interface Entry<V, F extends keyof V> {
   example?: V[F];
   /** Default as documented, when derived. */
   defaultText?: string;
-  /** `thinsnap serve`/`check` flag that overrides the key. */
+  /** The command-line flag (every subcommand's) that overrides the key. */
   flag?: string;
 }
 
@@ -62,6 +64,8 @@ export const MIN_XFS_SIZE = 300n * MiB;
 /** Each kernel thread holds a copy of libdevmapper and a JS heap (a few MiB). */
 export const MAX_KERNEL_THREADS = 64;
 const SECTOR = geo.SECTOR;
+/** pool_name of the embedded default (no config file) and of the example file. */
+export const DEFAULT_POOL_NAME = "thinsnap-pool";
 
 /** "a", "b" or "c" */
 const orList = (items: readonly string[], quote = (s: string) => `"${s}"`): string =>
@@ -70,6 +74,9 @@ const code = (s: string): string => `\`${s}\``;
 
 const absolute = (what: string) => (v: string): string | null =>
   !v.startsWith("/") ? `must be an absolute path${what}` : v.includes("\0") ? "must not contain NUL" : null;
+
+const blockOk = (c: KeyContext): boolean => geo.blockSizeProblem(c.get("blockSize")) === null;
+const dataOk = (c: KeyContext): boolean => blockOk(c) && geo.dataSizeProblem(c.get("dataSize"), c.get("blockSize")) === null;
 
 export const MAIN_KEYS: readonly MainEntry[] = [
   {
@@ -80,7 +87,7 @@ export const MAIN_KEYS: readonly MainEntry[] = [
     containerd: true,
     flag: "pool-name",
     summary: `the name of the thin-pool device, without /dev/mapper/ (at most ${MAX_POOL_NAME_BYTES} bytes)`,
-    example: "thinsnap-pool",
+    example: DEFAULT_POOL_NAME,
     doc: `Name of the thin-pool device, without /dev/mapper/. Required: no default.
 A device-mapper name: no "/", no blanks, at most ${MAX_POOL_NAME_BYTES} bytes (thin devices
 are named <pool_name>-snap-<id> and the like, up to ${LONGEST_DEVICE_SUFFIX} bytes more, and the
@@ -117,13 +124,19 @@ kernel's limit for a name is ${DM_NAME_MAX} bytes).`,
     field: "baseImageSize",
     kind: kind.size,
     containerd: true,
-    default: 10n * GiB,
+    derive(c) {
+      if (!c.pooled || !dataOk(c)) return geo.DEFAULT_BASE_IMAGE_SIZE;
+      const suited = geo.baseImageSizeFor(c.get("dataSize"));
+      return c.get("fsType") === "xfs" && suited < MIN_XFS_SIZE ? MIN_XFS_SIZE : suited;
+    },
+    defaultText: `"${kind.sizeText(geo.DEFAULT_BASE_IMAGE_SIZE)}"; with [pool]: ${geo.BASE_IMAGE_SIZE_RULE}`,
     summary: "size of every thin device (go-units: `10GB` = 10 GiB)",
     doc: `Size of every new base (parentless) thin device; snapshots inherit it.
 Must be a multiple of ${SECTOR} bytes and at least ${formatSize(MIN_BASE_IMAGE_SIZE)} (${formatSize(MIN_XFS_SIZE)} for xfs, which
 mkfs.xfs requires). containerd has no default (it requires the key); 10 GiB is
-Docker devicemapper's dm.basesize. Thin devices are sparse: unused space
-costs nothing.`,
+Docker devicemapper's dm.basesize. Thin devices are sparse, but formatting
+the base costs about 2 % of its size in pool data (a 10 GiB ext4 base: 229 MiB),
+so with a [pool] table the default suits the pool: ${geo.BASE_IMAGE_SIZE_RULE}.`,
     check(bis, c) {
       if (bis <= 0n) return "must be greater than 0";
       if (bis % SECTOR !== 0n) {
@@ -319,18 +332,19 @@ emulated guest, a call's hop to a thread cost more than the overlap won
   },
 ];
 
-/** A file's default under root_path (trailing slashes of root_path dropped). */
-const underRoot = (c: KeyContext, name: string): string => `${c.get("rootPath").replace(/\/+$/, "")}/pool/${name}`;
-const blockOk = (c: KeyContext): boolean => geo.blockSizeProblem(c.get("blockSize")) === null;
-const dataOk = (c: KeyContext): boolean => blockOk(c) && geo.dataSizeProblem(c.get("dataSize"), c.get("blockSize")) === null;
+/** The default data file of a pool under root_path (trailing slashes of root_path dropped). */
+export const dataFileUnder = (rootPath: string): string => `${rootPath.replace(/\/+$/, "")}/pool/data`;
+/** The default metadata file of a data file: one rule for [pool] and `pool create`. */
+export const metaFileFor = (dataFile: string): string => `${dataFile}.meta`;
 
 export const POOL_KEYS: readonly PoolEntry[] = [
   {
     table: "pool",
     key: "data_file",
+    flag: "data-file",
     field: "dataFile",
     kind: kind.string,
-    derive: (c) => underRoot(c, "data"),
+    derive: (c) => dataFileUnder(c.get("rootPath")),
     defaultText: "<root_path>/pool/data",
     summary: "data file (sparse, on a loop device)",
     doc: "Data file. Default: <root_path>/pool/data.",
@@ -340,12 +354,13 @@ export const POOL_KEYS: readonly PoolEntry[] = [
   {
     table: "pool",
     key: "meta_file",
+    flag: "meta-file",
     field: "metaFile",
     kind: kind.string,
-    derive: (c) => underRoot(c, "metadata"),
-    defaultText: "<root_path>/pool/metadata",
+    derive: (c) => metaFileFor(c.get("dataFile")),
+    defaultText: "<data_file>.meta",
     summary: "metadata file",
-    doc: "Metadata file. Default: <root_path>/pool/metadata.",
+    doc: "Metadata file. Default: the data file's name with .meta appended.",
     check(v, c) {
       if (c.given("metaFile") && !v.startsWith("/")) return "must be an absolute path";
       return v === c.get("dataFile") ? "must differ from data_file" : null;
@@ -354,6 +369,7 @@ export const POOL_KEYS: readonly PoolEntry[] = [
   {
     table: "pool",
     key: "data_size",
+    flag: "data-size",
     field: "dataSize",
     kind: kind.size,
     default: geo.DEFAULT_DATA_SIZE,
@@ -364,6 +380,7 @@ export const POOL_KEYS: readonly PoolEntry[] = [
   {
     table: "pool",
     key: "meta_size",
+    flag: "meta-size",
     field: "metaSize",
     kind: kind.size,
     derive: (c) => geo.defaultMetaSize(c.get("dataSize"), c.get("blockSize")),
@@ -380,6 +397,7 @@ An explicit value must be a multiple of ${formatSize(geo.META_BLOCK_SIZE)} betwe
   {
     table: "pool",
     key: "block_size",
+    flag: "block-size",
     field: "blockSize",
     kind: kind.size,
     default: geo.DEFAULT_BLOCK_SIZE,
@@ -392,6 +410,7 @@ snapshots.`,
   {
     table: "pool",
     key: "low_water_mark",
+    flag: "low-water-mark",
     field: "lowWaterMark",
     kind: kind.count,
     derive: (c) => geo.defaultLowWaterMark(c.get("dataSize"), c.get("blockSize")),

@@ -202,7 +202,7 @@ export class DeviceMapper {
     const lib = libdm();
     const task = lib.dm_task_create(type);
     if (!task) {
-      throw new DmError(op, name, 0, [], "dm_task_create failed (is the kernel's device-mapper loaded? modprobe dm_mod dm_thin_pool)");
+      throw new DmError(op, name, 0, [], "dm_task_create failed");
     }
     const cookie = new Uint32Array(1);
     let cookieSet = false;

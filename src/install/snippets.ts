@@ -169,3 +169,8 @@ ${o.address === DEFAULTS.address ? `# address = ${JSON.stringify(DEFAULTS.addres
 data_size = ${JSON.stringify(o.dataSize)}
 `;
 }
+
+/** The snippet for this host's containerd, pointing at a config's socket and root. */
+export function hostSnippet(cfg: { address: string; rootPath: string }): string {
+  return containerdSnippet({ ...defaultPlanOptions(detectContainerd()), address: cfg.address, exportsRoot: cfg.rootPath });
+}

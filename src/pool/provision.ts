@@ -10,6 +10,8 @@ import {
   fsyncSync,
   mkdirSync,
   openSync,
+  readdirSync,
+  readFileSync,
   readSync,
   rmSync,
   statSync,
@@ -24,6 +26,7 @@ import { createPool, ThinPool } from "../dm/thin-pool.ts";
 import { failedPrecondition } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { PoolConfig } from "../config/types.ts";
+import { formatSize } from "../config/units.ts";
 import { blockSectors, defaultLowWaterMark, META_BLOCK_SIZE } from "./geometry.ts";
 import { thinDevicesOfPool } from "../dm/pool-contents.ts";
 
@@ -53,8 +56,9 @@ function zeroSuperblock(dev: string): void {
 }
 
 /** Makes a sparse file of `size` unless it exists; true when it was made. */
-function ensureFile(path: string, size: bigint): boolean {
+function ensureFile(path: string, size: bigint, log: Logger): boolean {
   if (existsSync(path)) return false;
+  log.info("creating a sparse file", { file: path, size: formatSize(size) });
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   writeFileSync(path, "", { mode: 0o600 });
   truncateSync(path, Number(size));
@@ -75,13 +79,16 @@ function refuseExisting(dm: DeviceMapper, name: string): void {
  */
 export function ensureFilePool(dm: DeviceMapper, name: string, p: PoolConfig, log: Logger): ThinPool {
   if (dm.info(name)) return new ThinPool(dm, name);
-  const newData = ensureFile(p.dataFile, p.dataSize);
-  const newMeta = ensureFile(p.metaFile, p.metaSize);
-  if (newMeta !== newData) {
+  // Check both before making either: a lone new file would be the mismatch.
+  if (existsSync(p.dataFile) !== existsSync(p.metaFile)) {
     throw failedPrecondition(
-      `pool "${name}": only one of ${p.dataFile} and ${p.metaFile} existed; refusing to pair new metadata with old data (or the reverse)`,
+      `pool "${name}": only one of ${p.dataFile} and ${p.metaFile} exists; refusing to pair new metadata with old data ` +
+        `(or the reverse): move the other one back, or both aside to start a new pool`,
     );
   }
+  const newData = ensureFile(p.dataFile, p.dataSize, log);
+  ensureFile(p.metaFile, p.metaSize, log);
+  log.info("attaching loop devices and loading the thin-pool", { pool: name });
   const metadataDev = loopFor(p.metaFile);
   const dataDev = loopFor(p.dataFile);
   createPool(dm, name, { metadataDev, dataDev, blockSectors: blockSectors(p.blockSize), lowWaterMark: p.lowWaterMark });
@@ -134,24 +141,62 @@ export function createDevicePool(dm: DeviceMapper, name: string, s: DevicePoolSp
 }
 
 
+/** What holds a device open: its mount points, else its holders in sysfs, else the open count. */
+export function holdersOf(major: number, minor: number, openCount: number, mountinfo = "/proc/self/mountinfo"): string[] {
+  const mm = `${major}:${minor}`;
+  let mounts: string[] = [];
+  try {
+    mounts = readFileSync(mountinfo, "utf8")
+      .split("\n")
+      .map((l) => l.split(" "))
+      .filter((f) => f[2] === mm)
+      .map((f) => `mounted on ${(f[4] ?? "?").replace(/\\040/g, " ")}`);
+  } catch {
+    // no mountinfo: the open count still tells
+  }
+  if (mounts.length > 0) return mounts;
+  let holders: string[] = [];
+  try {
+    holders = readdirSync(`/sys/dev/block/${mm}/holders`).map((h) => `held by ${h}`);
+  } catch {
+    // no sysfs entry
+  }
+  return holders.length > 0 ? holders : [`open ${openCount} time(s) (a process has it open)`];
+}
+
+/** Thin devices of the pool that are open, each with what holds it; empty when none is. */
+export function busyThinDevices(dm: DeviceMapper, poolName: string): string[] {
+  const busy: string[] = [];
+  for (const thin of thinDevicesOfPool(dm, poolName)) {
+    const info = dm.info(thin);
+    if (info && info.openCount > 0) busy.push(`${thin} (${holdersOf(info.major, info.minor, info.openCount).join(", ")})`);
+  }
+  return busy;
+}
+
 /**
  * Removes the pool, its thin devices and (file-backed) its loop devices;
  * with deleteFiles also the files. A pool not on loop devices needs `force`.
+ * Everything is checked before anything is removed: a thin device in use
+ * refuses the whole destroy (even forced), so no pool is left half destroyed.
  * Answers the backing files.
  */
-export function destroyPool(dm: DeviceMapper, pool: ThinPool, opts: { force: boolean; deleteFiles: boolean }): string[] {
+export function destroyPool(dm: DeviceMapper, pool: ThinPool, opts: { force: boolean; deleteFiles: boolean }, log: Logger): string[] {
   const t = pool.table();
   const loops = [t.metadataDev, t.dataDev].map(devPath).filter((d) => /^\/dev\/loop\d+$/.test(d));
   if (loops.length !== 2 && !opts.force) {
     throw failedPrecondition(`pool "${pool.name}" is not file-backed (loop devices); use --force to remove it anyway`);
   }
-  for (const thin of thinDevicesOfPool(dm, pool.name)) {
-    try {
-      dm.remove(thin, { retry: true });
-    } catch (e) {
-      throw failedPrecondition(`cannot remove thin device ${thin} (mounted?): ${(e as Error).message}`);
-    }
+  const busy = busyThinDevices(dm, pool.name);
+  if (busy.length > 0) {
+    throw failedPrecondition(
+      `pool "${pool.name}" is in use: ${busy.join("; ")}. Stop the containers and unmount these first ` +
+        `(--force does not remove devices in use); nothing was removed`,
+    );
   }
+  const thins = thinDevicesOfPool(dm, pool.name);
+  if (thins.length > 0) log.info("removing thin devices", { pool: pool.name, count: thins.length });
+  for (const thin of thins) dm.remove(thin, { retry: true });
   dm.remove(pool.name, { retry: true });
   const files = loops.map(loopBackingFile).filter((f): f is string => f !== null);
   for (const l of loops) detachLoop(l);

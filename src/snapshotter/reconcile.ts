@@ -303,6 +303,18 @@ function removeStray(p: Extract<Problem, { kind: "stray-mapping" }>, { pool, log
   log.info("reconcile: removed a device mapping no snapshot owns", { device: p.dmName });
 }
 
+/** The pool and the store do not belong together; the CLI adds which file to move and how to start over. */
+export class PoolStoreMismatch extends Error {
+  constructor(
+    message: string,
+    /** The pool holds data the store does not describe (a fresh store does not help). */
+    readonly poolUsed: boolean,
+  ) {
+    super(message);
+    this.name = "PoolStoreMismatch";
+  }
+}
+
 /**
  * The pool's transaction id is thinsnap's generation counter: bumped at every
  * start and recorded in the store. A mismatch means the pool was changed by
@@ -314,19 +326,21 @@ export function bindTransactionId(store: Store, pool: PoolApi, log: Logger): big
   const st = pool.status();
   const recorded = store.getMeta("pool_transaction_id");
   if (recorded === null && (st.transactionId !== 0n || st.usedDataBlocks > 0n)) {
-    throw new Error(
+    throw new PoolStoreMismatch(
       `pool ${pool.name} is not empty (transaction id ${st.transactionId}, ${st.usedDataBlocks} data blocks used) ` +
         `but this store has never used it: it belongs to another thinsnap store (another root_path) or another ` +
         `tool (e.g. containerd's devmapper); use a fresh pool`,
+      true,
     );
   }
   // The store records the next id before the message is sent, so a crash in
   // between leaves the pool one behind: that is not a foreign change.
   if (recorded !== null && BigInt(recorded) !== st.transactionId && BigInt(recorded) - 1n !== st.transactionId) {
-    throw new Error(
+    throw new PoolStoreMismatch(
       `pool ${pool.name} has transaction id ${st.transactionId} but this store expects ${recorded}: ` +
         `the pool was re-created or changed outside thinsnap, or the store is not this pool's. ` +
         `Refusing to start rather than touch thin ids the store does not describe.`,
+      st.usedDataBlocks > 0n,
     );
   }
   const next = st.transactionId + 1n;

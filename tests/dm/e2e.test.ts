@@ -21,7 +21,9 @@ if (SKIP !== null) console.warn(`tests/dm/e2e.test.ts SKIPPED: ${SKIP}`);
 describe.skipIf(SKIP !== null)("end-to-end demo", () => {
   test("runs every step and leaves the pool as it found it", async () => {
     const lines: string[] = [];
-    const r = await runDemo({ dir: "/tmp/thinsnap-e2e-test", pool: "thinsnap-e2e-test", print: (l) => lines.push(l) });
+    // the executable the README builds, as `npm run demo` runs it (npm test builds it first)
+    const binary = existsSync("dist/thinsnap") ? "dist/thinsnap" : undefined;
+    const r = await runDemo({ dir: "/tmp/thinsnap-e2e-test", pool: "thinsnap-e2e-test", print: (l) => lines.push(l), binary });
     if (!r.ok) console.error(lines.join("\n"));
     expect(r.error).toBeNull();
     expect(r.ok).toBe(true);

@@ -13,7 +13,7 @@
  *   back to its starting usage (thinsnap pool status, thinsnap check), clean up.
  * Exit status 0 on success, 1 on any failure (after cleaning up).
  */
-import { existsSync, mkdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { containerdInstalled, startContainerd, type Containerd } from "../kit/containerd.ts";
 import { buildImage } from "../kit/oci-image.ts";
@@ -109,6 +109,15 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     }
   }
 
+  /** Every thinsnap command and file the demo uses is printed, so an operator can repeat it by hand. */
+  const thinsnapBin = (await thinsnapCommand(o.binary)).join(" ");
+  const echo = (...args: string[]): void => print(`           $ ${thinsnapBin} ${args.map(shellQuote).join(" ")}`);
+  const showFile = (path: string): void => {
+    print(`           --- ${path}`);
+    indent(readFileSync(path, "utf8"));
+    print("           ---");
+  };
+
   async function ctr(...args: string[]): Promise<RunResult> {
     if (!c) throw new Error("containerd is not running");
     print(`           $ ctr ${args.map(shellQuote).join(" ")}`);
@@ -121,6 +130,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
 
   async function status(what: string): Promise<PoolStatusReport> {
     if (!d) throw new Error("thinsnap is not running");
+    echo("pool", "status", "--name", poolName, "--root", d.rootPath, "--json");
     const st = await poolStatus(poolName, d.rootPath, { binary: o.binary });
     print(
       `           pool ${what}: data ${fmtBytes(BigInt(st.data.usedBytes))} used (${st.data.used}/${st.data.total} blocks), ` +
@@ -149,6 +159,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
         if (code !== 0) cleanupErrors.push(`thinsnap exited ${code}`);
       }
       if (poolMade) {
+        echo("pool", "destroy", "--name", poolName, "--delete-files");
         const r = await destroyFilePool(poolName, { deleteFiles: true, binary: o.binary }).catch((e: Error) => {
           cleanupErrors.push(e.message);
           return null;
@@ -185,9 +196,10 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     mkdirSync(dir, { recursive: true });
 
     await step(`create a 1 GiB file-backed thin-pool "${poolName}" (thinsnap pool create)`, async () => {
+      echo("pool", "create", "--name", poolName, "--data-file", join(dir, "pool.data"), "--data-size", "1G");
       const p = await createFilePool({ name: poolName, dataFile: join(dir, "pool.data"), dataSize: "1G", binary: o.binary });
       poolMade = true;
-      indent(p.output.split("\n")[0] ?? "");
+      indent(p.output);
     });
 
     const start = await step("start thinsnap serve (formats the 64 MiB base device)", async () => {
@@ -196,6 +208,8 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
         binary: o.binary,
         readyTimeoutMs: 120_000,
       });
+      showFile(d.configPath);
+      echo("serve", "--config", d.configPath);
       print(`           serving on ${d.address} (pid ${d.pid}, log ${d.logFile})`);
       return status("at start");
     });
@@ -203,8 +217,9 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
 
     await step("start containerd 1.6 with [proxy_plugins.thinsnap]", async () => {
       c = await startContainerd({ dir: join(dir, "containerd"), proxySnapshotters: { thinsnap: d!.address } });
-      print(`           containerd on ${c.address} (pid ${c.pid}), config ${c.configPath}:`);
-      indent(`[proxy_plugins."thinsnap"]\n  type = "snapshot"\n  address = "${d!.address}"`);
+      print(`           containerd on ${c.address} (pid ${c.pid}):`);
+      showFile(c.configPath);
+      print(`           $ containerd --config ${c.configPath}`);
       const plugins = await c.ctrOk("plugins", "ls");
       const line = plugins.split("\n").find((l) => /\sthinsnap\s/.test(l));
       if (!line || !/\sok\s*$/.test(line)) throw new Error(`containerd did not load thinsnap:\n${plugins}`);
@@ -264,8 +279,9 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
       if (st.activeDevices.length !== 0 || JSON.stringify(st.devicesByState) !== '{"ready":1}') {
         throw new Error(`devices left: ${JSON.stringify(st.activeDevices)} ${JSON.stringify(st.devicesByState)}`);
       }
+      echo("check", "--config", d!.configPath);
       const chk = await checkStore(d!.configPath, { binary: o.binary });
-      print(`           $ thinsnap check\n           ${chk.stdout.trim()}`);
+      indent(chk.stdout);
       if (chk.code !== 0) throw new Error(`thinsnap check exited ${chk.code}: ${chk.stdout}${chk.stderr}`);
     });
   } catch (e) {

@@ -52,7 +52,9 @@ describe("the key table", () => {
   test("the README table has one row per key, with its default", () => {
     const md = keysMarkdown().trimEnd().split("\n");
     expect(md).toHaveLength(2 + KEYS.length);
-    expect(md).toContain('| `base_image_size` | `"10GB"` | yes | size of every thin device (go-units: `10GB` = 10 GiB) |');
+    expect(md).toContain(
+      '| `base_image_size` | "10GB"; with [pool]: data_size / 4 rounded down to 1 MiB, at most 10 GiB | yes | size of every thin device (go-units: `10GB` = 10 GiB) |',
+    );
     expect(md.some((l) => l.startsWith("| `pool_name` | (required) | yes |"))).toBe(true);
     expect(md.some((l) => l.startsWith("| `[pool] meta_size` | 48 bytes per data block") && l.includes("at least 64 MiB"))).toBe(true);
   });
@@ -84,7 +86,21 @@ describe("flags of serve and check", () => {
     throw new Error("expected a ConfigError");
   };
   test("a flag for each key that names one, help and default from the table", () => {
-    expect(Object.keys(CONFIG_FLAGS)).toEqual(["config", "pool-name", "root", "address", "log-level", "log-format", "metrics-address"]);
+    expect(Object.keys(CONFIG_FLAGS)).toEqual([
+      "config",
+      "pool-name",
+      "root",
+      "address",
+      "log-level",
+      "log-format",
+      "metrics-address",
+      "data-file",
+      "meta-file",
+      "data-size",
+      "meta-size",
+      "block-size",
+      "low-water-mark",
+    ]);
     expect(CONFIG_FLAGS["root"]).toEqual({ help: "metadata database directory (sets root_path)", default: DEFAULTS.rootPath });
     expect(CONFIG_FLAGS["log-level"]?.help).toBe("trace, debug, info, warn or error (sets log_level)");
     expect(CONFIG_FLAGS["pool-name"]?.default).toBeUndefined();
@@ -97,11 +113,11 @@ describe("flags of serve and check", () => {
   test("bad flag values are read and checked like the file's", async () => {
     let e = await flagErr(["--log-level", "loud"]);
     expect([e.file, e.line, e.key]).toEqual([null, null, "log_level"]);
-    expect(e.message).toBe('overrides: log_level = "loud": must be one of "trace", "debug", "info", "warn", "error"');
+    expect(e.message).toBe('--log-level loud: must be one of "trace", "debug", "info", "warn", "error"');
     e = await flagErr(["--pool-name", "x".repeat(MAX_POOL_NAME_BYTES + 1)]);
     expect(e.message).toContain(`must be at most ${MAX_POOL_NAME_BYTES} bytes long`);
     e = await flagErr(["--root", "rel"]);
-    expect(e.message).toBe('overrides: root_path = "rel": must be an absolute path');
+    expect(e.message).toBe("--root rel: must be an absolute path");
   });
 });
 
@@ -164,11 +180,12 @@ describe("thinsnap pool create checks its sizes before touching anything", () =>
       encoding: "utf8",
     });
   const cases: [string[], string][] = [
-    [["--block-size", "100k"], "--block-size must be a multiple of 64 KiB between 64 KiB and 1 GiB"],
-    [["--data-size", "1000k"], "--data-size must be a non-zero multiple of block_size (64 KiB)"],
-    [["--meta-size", "1M"], "--meta-size must be between 2 MiB and 16 GiB"],
-    [["--data-size", "1G", "--low-water-mark", "16384"], "--low-water-mark must be below the number of data blocks (16384)"],
-    [["--data-size", "lots"], "--data-size: invalid size: 'lots'"],
+    [["--block-size", "100k"], "thinsnap pool create: --block-size 100k: must be a multiple of 64 KiB between 64 KiB and 1 GiB"],
+    [["--data-size", "1000k"], "--data-size 1000k: must be a non-zero multiple of block_size (64 KiB)"],
+    [["--meta-size", "1M"], "--meta-size 1M: must be between 2 MiB and 16 GiB"],
+    [["--data-size", "1G", "--low-water-mark", "16384"], "--low-water-mark 16384: must be below the number of data blocks (16384)"],
+    [["--data-size", "lots"], "--data-size lots: invalid size: 'lots'"],
+    [["--data-size", "2Q"], "--data-size 2Q: invalid size: '2Q'"],
   ];
   for (const [args, want] of cases) {
     test(args.join(" "), () => {

@@ -457,7 +457,7 @@ describe("[pool]", () => {
   test("an empty [pool] gets the documented defaults", () => {
     expect(withPool("[pool]").pool).toEqual({
       dataFile: "/var/lib/thinsnap/pool/data",
-      metaFile: "/var/lib/thinsnap/pool/metadata",
+      metaFile: "/var/lib/thinsnap/pool/data.meta",
       dataSize: 100n * GiB,
       metaSize: 75n * MiB, // 48 * 1638400 blocks
       blockSize: 64n * KiB,
@@ -470,7 +470,7 @@ describe("[pool]", () => {
   test("files follow root_path", () => {
     const p = withPool('root_path = "/data/ts/"\n[pool]').pool;
     expect(p?.dataFile).toBe("/data/ts/pool/data");
-    expect(p?.metaFile).toBe("/data/ts/pool/metadata");
+    expect(p?.metaFile).toBe("/data/ts/pool/data.meta");
   });
   test("derived sizes follow data_size and block_size", () => {
     let p = withPool('[pool]\ndata_size = "1GB"').pool;
@@ -799,7 +799,7 @@ describe("packaging/config.example.toml", () => {
       maxSizeLimit: 100n * GiB,
       pool: {
         dataFile: "/var/lib/thinsnap/pool/data",
-        metaFile: "/var/lib/thinsnap/pool/metadata",
+        metaFile: "/var/lib/thinsnap/pool/data.meta",
         dataSize: 100n * GiB,
         metaSize: 75n * MiB,
         blockSize: 64n * KiB,
