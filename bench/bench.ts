@@ -20,10 +20,15 @@ import { machineInfo } from "./machine.ts";
 import { BIN, GEOMETRY, log, N, SCALE, T_START, want, WRITE_OUT } from "./plan.ts";
 import { profile } from "./profile.ts";
 import { renderProfile, renderTable, report, type ReportInput } from "./report.ts";
-import { notes, phases, profiled, row, rows, rss, targetFaster, targetFloor, targetMax, type Row } from "./results.ts";
+import { notes, phases, profiled, row, rows, rss, targetFaster, targetFloor, targetMax, targetWithin, type Row } from "./results.ts";
 import { childRows, parentless, readRows } from "./sections/basic.ts";
 import { chainRows, concurrency, kernelThreadsRows } from "./sections/chains.ts";
 import { imageRows } from "./sections/image.ts";
+import { hostStatRows } from "./sections/host.ts";
+import { listBigRows } from "./sections/list-big.ts";
+import { realImage, realImageRows } from "./sections/real-image.ts";
+import { stormRows } from "./sections/storm.ts";
+import { unpackRows } from "./sections/unpack.ts";
 import { list10k, listRows } from "./sections/list.ts";
 import { setup } from "./sides.ts";
 import { now } from "./stats.ts";
@@ -53,13 +58,21 @@ async function main(): Promise<void> {
     }
     if (want("read")) {
       await readRows(env, p);
+      for (const id of ["stat", "mounts"]) targetWithin(rows.find((r) => r.id === id)!, "ctrd", "ref", 1.5, ["thinsnap via containerd", "devmapper"]);
     }
+    if (want("hoststat")) hostStatRows();
     if (want("list")) await listRows(env, p);
+    if (want("listbig")) await listBigRows(env, p);
     if (want("list10k")) await list10k();
     if (want("chain")) await chainRows(env);
     if (want("conc")) await concurrency(env, p);
     if (want("threads")) await kernelThreadsRows(env, p);
     if (want("image")) await imageRows(env);
+    if (want("real") || want("unpack") || want("storm")) {
+      const img = want("real") ? await realImageRows(env) : realImage(env);
+      if (want("unpack")) await unpackRows(env, img);
+      if (want("storm")) await stormRows(env, img);
+    }
     rss.hwmKiB = Math.max(procStatusKiB(env.thinsnap.pid, "VmHWM"), procStatusKiB(env.thinsnapProxied.pid, "VmHWM"));
     rssRow.cells.direct = { n: 1, median: rss.idleKiB / 1024, p95: rss.idleKiB / 1024 };
     targetMax(rssRow, "direct", 60, "MiB");
