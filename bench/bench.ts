@@ -103,13 +103,31 @@ async function main(): Promise<void> {
   process.stdout.write(`\n${renderProfile(results)}\n`);
   process.stdout.write(`\nidle RSS ${(rss.idleKiB / 1024).toFixed(1)} MiB, load RSS ${(rss.loadKiB / 1024).toFixed(1)} MiB, VmHWM ${(rss.hwmKiB / 1024).toFixed(1)} MiB; total ${(totalMs / 60000).toFixed(1)} min\n`);
   if (WRITE_OUT) {
-    writeFileSync(`${REPO}/BENCHMARKS.md`, report(results));
+    const out = process.env.BENCH_MERGE === "1" ? mergeWithSaved(results) : results;
+    writeFileSync(`${REPO}/BENCHMARKS.md`, report(out));
     writeFileSync(
       `${REPO}/bench/results.json`,
-      `${JSON.stringify({ machine, profile: profiled.profile, geometry: { ...GEOMETRY, baseImageBytes: GEOMETRY.baseImageBytes.toString() }, scale: SCALE, counts: N, rows, phases, rss, notes, totalMs }, null, 2)}\n`,
+      `${JSON.stringify({ machine, profile: out.profile, geometry: { ...GEOMETRY, baseImageBytes: GEOMETRY.baseImageBytes.toString() }, scale: SCALE, counts: N, rows: out.rows, phases: out.phases, rss: out.rss, notes: out.notes, totalMs }, null, 2)}\n`,
     );
     log("wrote BENCHMARKS.md and bench/results.json");
   }
+}
+
+/**
+ * BENCH_MERGE=1 with BENCH_ONLY: this run's rows replace the saved run's rows
+ * of the same id (bench/results.json), the others are kept and marked as the
+ * earlier run's; for a partial run when a full one does not fit.
+ */
+function mergeWithSaved(r: ReportInput): ReportInput {
+  const saved = JSON.parse(readFileSync(`${REPO}/bench/results.json`, "utf8")) as ReportInput & { machine: { date: string } };
+  const fresh = new Map(r.rows.map((x) => [x.id, x]));
+  const savedIds = new Set(saved.rows.map((x) => x.id));
+  const rows = saved.rows.map((x) => fresh.get(x.id) ?? { ...x, label: x.label.endsWith("†") ? x.label : `${x.label} †` });
+  rows.push(...r.rows.filter((x) => !savedIds.has(x.id)));
+  const note =
+    `**Partial run.** Only the sections ${[...(process.env.BENCH_ONLY ?? "").split(",")].join(", ")} (and the parentless row) ran on ${r.machine.date} in one boot; ` +
+    `rows marked † are from the earlier full run of ${saved.machine.date} (another boot: compare ratios only within a row).`;
+  return { ...r, rows, notes: [note, ...r.notes], profile: r.profile ?? saved.profile, rss: r.rss.idleKiB ? r.rss : saved.rss };
 }
 
 /** `bun bench/bench.ts --report`: rewrites BENCHMARKS.md from bench/results.json (no guest needed). */
