@@ -27,11 +27,22 @@ import { imageRows } from "./sections/image.ts";
 import { hostStatRows } from "./sections/host.ts";
 import { listBigRows } from "./sections/list-big.ts";
 import { realImage, realImageRows } from "./sections/real-image.ts";
-import { stormRows } from "./sections/storm.ts";
+import { Storms } from "./sections/storm.ts";
 import { unpackRows } from "./sections/unpack.ts";
 import { list10k, listRows } from "./sections/list.ts";
 import { setup } from "./sides.ts";
 import { now } from "./stats.ts";
+
+/** Runs a long section; a failure is recorded in the notes and the run goes on (its rows so far are kept). */
+async function guarded(name: string, fn: () => Promise<unknown>): Promise<void> {
+  try {
+    await fn();
+  } catch (e) {
+    const msg = e instanceof Error ? (e.stack ?? e.message) : String(e);
+    log(`section ${name} FAILED: ${msg}`);
+    notes.push(`Section ${name} failed: ${msg.split("\n")[0]}`);
+  }
+}
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error("bench/bench.ts runs as root in the qemu guest: use `npm run bench`");
@@ -62,16 +73,22 @@ async function main(): Promise<void> {
     }
     if (want("hoststat")) hostStatRows();
     if (want("list")) await listRows(env, p);
-    if (want("listbig")) await listBigRows(env, p);
+    if (want("listbig")) await guarded("listbig", () => listBigRows(env, p));
     if (want("list10k")) await list10k();
     if (want("chain")) await chainRows(env);
     if (want("conc")) await concurrency(env, p);
     if (want("threads")) await kernelThreadsRows(env, p);
     if (want("image")) await imageRows(env);
     if (want("real") || want("unpack") || want("storm")) {
-      const img = want("real") ? await realImageRows(env) : realImage(env);
-      if (want("unpack")) await unpackRows(env, img);
-      if (want("storm")) await stormRows(env, img);
+      const storms = want("storm") ? new Storms(env) : null;
+      const img = realImage(env);
+      if (want("real")) await guarded("real", () => realImageRows(env, storms ? (t, i) => storms.onImage(t, i) : undefined));
+      else if (storms) await guarded("storm", () => storms.importAndStorm(img));
+      if (want("unpack")) await guarded("unpack", () => unpackRows(env, img));
+      if (storms) {
+        await guarded("storm", () => storms.direct());
+        storms.rows();
+      }
     }
     rss.hwmKiB = Math.max(procStatusKiB(env.thinsnap.pid, "VmHWM"), procStatusKiB(env.thinsnapProxied.pid, "VmHWM"));
     rssRow.cells.direct = { n: 1, median: rss.idleKiB / 1024, p95: rss.idleKiB / 1024 };
