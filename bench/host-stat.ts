@@ -12,11 +12,13 @@
  *   fake-pool  + thinsnap's snapshotter and SQLite store (the real Stat path; the pool is not touched by Stat)
  *
  * plus, in process (no gRPC), thinsnap's snapshotter.stat and the store's two
- * reads behind it. Each step's difference is what that layer costs.
+ * reads behind it. Each step's difference is what that layer costs. Then each
+ * server once more under Bun's sampling profiler (--cpu-prof-md): the
+ * functions with the most samples.
  *
  *   bun bench/host-stat.ts [--calls 5000] [--out FILE]
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { Store } from "../src/store/store.ts";
@@ -24,6 +26,7 @@ import { snapshotsClient } from "../tests/kit/client.ts";
 import { FakePool } from "../tests/kit/fakes/fake-pool.ts";
 import { openOnFakePool } from "../tests/kit/fakes/open.ts";
 import { REPO, startBackground } from "../tests/kit/process.ts";
+import { parseCpuProfileMd, type ProfileTop } from "./cpu-profile.ts";
 import { stats, type Stats } from "./stats.ts";
 
 export const HOST_STAT_MODES = ["h2", "connect", "memory", "fake-pool"] as const;
@@ -34,6 +37,8 @@ export interface HostStatResult {
   calls: number;
   /** Per server mode: latency (ms) and the server's CPU µs per call. */
   modes: Record<HostStatMode, { latency: Stats; serverCpuUs: number; clientCpuUs: number }>;
+  /** Per server mode, a second pass under Bun's sampling profiler: where the server's samples go. */
+  profiles?: Partial<Record<HostStatMode, ProfileTop>>;
   /** In process, µs per call: snapshotter.stat, store.getSnapshot, store.labels. */
   inProcessUs: { stat: number; getSnapshot: number; labels: number };
 }
@@ -47,9 +52,11 @@ function cpuUs(pid: number): number {
   return (Number(f[11]) + Number(f[12])) * TICK_US;
 }
 
-async function measureMode(mode: HostStatMode, dir: string, calls: number): Promise<HostStatResult["modes"][HostStatMode]> {
+async function measureMode(mode: HostStatMode, dir: string, calls: number, profileDir?: string): Promise<HostStatResult["modes"][HostStatMode]> {
   const sock = join(dir, `${mode}.sock`);
-  const d = startBackground(`stat-${mode}`, [process.execPath, `${REPO}/bench/fake-server.ts`, mode, sock, join(dir, `${mode}.db`)], join(dir, `${mode}.log`));
+  rmSync(join(dir, `${mode}.db`), { force: true });
+  const prof = profileDir ? ["--cpu-prof", "--cpu-prof-md", `--cpu-prof-dir=${profileDir}`] : [];
+  const d = startBackground(`stat-${mode}`, [process.execPath, ...prof, `${REPO}/bench/fake-server.ts`, mode, sock, join(dir, `${mode}.db`)], join(dir, `${mode}.log`));
   try {
     await d.waitForSocket(sock, 60_000);
     const c = snapshotsClient(sock);
@@ -98,7 +105,17 @@ export async function hostStat(calls: number, log: (m: string) => void): Promise
     }
     const inProcessUs = await inProcess(dir, calls);
     log(`in process: ${JSON.stringify(inProcessUs)}`);
-    return { host: { cpu: cpus()[0]?.model ?? "?", cpus: cpus().length, bun: Bun.version }, calls, modes, inProcessUs };
+    const profiles: HostStatResult["profiles"] = {};
+    for (const m of HOST_STAT_MODES) {
+      const pd = join(dir, `prof-${m}`);
+      mkdirSync(pd, { recursive: true });
+      await measureMode(m, dir, calls, pd);
+      const md = readdirSync(pd).find((f) => f.endsWith(".md"));
+      if (md) profiles[m] = parseCpuProfileMd(readFileSync(join(pd, md), "utf8"));
+      const top = profiles[m]?.top.slice(0, 4).map((t) => `${t.fn} ${t.samples}`).join(", ");
+      log(`${m} profiled: ${profiles[m]?.total ?? 0} samples; ${top ?? "no profile written"}`);
+    }
+    return { host: { cpu: cpus()[0]?.model ?? "?", cpus: cpus().length, bun: Bun.version }, calls, modes, profiles, inProcessUs };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

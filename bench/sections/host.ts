@@ -35,6 +35,20 @@ export function hostStatRows(): void {
           `(in process: snapshotter.stat ${h.inProcessUs.stat.toFixed(1)} µs, of which store.getSnapshot ${h.inProcessUs.getSnapshot.toFixed(1)} µs and store.labels ${h.inProcessUs.labels.toFixed(1)} µs). ` +
           `The client's CPU per call: ${m["fake-pool"].clientCpuUs.toFixed(0)} µs. CPU times are from /proc (10 ms ticks over all the calls).`,
       );
+      const prof = (k: keyof typeof m): string => {
+        const p = h.profiles?.[k];
+        if (!p || p.total === 0) return "not profiled";
+        return `${p.total} samples; ${p.top
+          .slice(0, 6)
+          .map((t) => `${t.fn} (${t.where.replace(/^.*node_modules\//, "").replace(/^.*\/src\//, "src/")}) ${((100 * t.samples) / p.total).toFixed(0)}%`)
+          .join(", ")}`;
+      };
+      if (h.profiles) {
+        lat.notes.push(
+          `Where the server's samples go (Bun --cpu-prof, ${h.calls} Stats, self samples): thinsnap's Stat path: ${prof("fake-pool")}. ` +
+            `Connect with a canned Stat: ${prof("connect")}. Bare node:http2: ${prof("h2")}.`,
+        );
+      }
     }
   }
 }
