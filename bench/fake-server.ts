@@ -9,11 +9,14 @@
  *   memory: the in-memory snapshotter (tests/kit/fakes/memory-snapshotter.ts): no
  *     store, no pool, so a call costs only gRPC (client + server), for the
  *     profile.
+ *   connect: thinsnap's server (src/rpc/server.ts: node:http2 + Connect) with
+ *     a Stat handler that returns one canned Info: Connect without our service
+ *     wrapper (src/rpc/service.ts) or any snapshotter, for the host Stat profile.
  *   h2: no Connect either: bare node:http2 answering every request with a
  *     canned gRPC reply (an empty message, status 0), for the profile's
  *     "what does Connect's server side cost" row.
  *
- *   bun bench/fake-server.ts fake-pool|memory|h2 SOCKET DBFILE
+ *   bun bench/fake-server.ts fake-pool|memory|connect|h2 SOCKET DBFILE
  */
 import * as http2 from "node:http2";
 import { rmSync } from "node:fs";
@@ -24,10 +27,12 @@ import { FakePool } from "../tests/kit/fakes/fake-pool.ts";
 import { openOnFakePool } from "../tests/kit/fakes/open.ts";
 import { MemorySnapshotter } from "../tests/kit/fakes/memory-snapshotter.ts";
 import type { Snapshotter } from "../src/snapshotter/types.ts";
+import { timestampNow } from "@bufbuild/protobuf/wkt";
+import { Kind } from "../src/rpc/gen/containerd/services/snapshots/v1/snapshots_pb.ts";
 
 const [mode, socketPath, dbPath] = process.argv.slice(2);
-if ((mode !== "fake-pool" && mode !== "memory" && mode !== "h2") || !socketPath || !dbPath) {
-  process.stderr.write("usage: bun bench/fake-server.ts fake-pool|memory|h2 SOCKET DBFILE\n");
+if (!["fake-pool", "memory", "connect", "h2"].includes(mode ?? "") || !socketPath || !dbPath) {
+  process.stderr.write("usage: bun bench/fake-server.ts fake-pool|memory|connect|h2 SOCKET DBFILE\n");
   process.exit(2);
 }
 if (mode === "h2") {
@@ -55,8 +60,13 @@ async function openThin(): Promise<Snapshotter> {
   // The daemon's own status cache (statusTtlMs undefined), as `thinsnap serve` runs.
   return (await openOnFakePool(pool, Store.open(dbPath!), { poolName: "benchfake", baseImageSize: 10n << 30n }, undefined)).sn;
 }
-const sn: Snapshotter = mode === "memory" ? new MemorySnapshotter() : await openThin();
-const server = await startServer({ socketPath, service: createSnapshotsService(sn) });
+const sn: Snapshotter = mode === "fake-pool" ? await openThin() : new MemorySnapshotter();
+const service = createSnapshotsService(sn);
+if (mode === "connect") {
+  const info = { name: "canned", parent: "", kind: Kind.ACTIVE, labels: {}, createdAt: timestampNow(), updatedAt: timestampNow() };
+  service.stat = () => ({ info });
+}
+const server = await startServer({ socketPath, service });
 process.stdout.write("ready\n");
 const stop = async (): Promise<void> => {
   await server.close(1000);

@@ -37,6 +37,14 @@ export const N = {
   chain: { layers: 16, direct: n(3, 1), ctrd: n(3, 1), ref: n(2, 1) },
   conc: { chains: 16, layers: 2 },
   image: { layers: 8, reps: n(2, 1) },
+  /** The realistic image: imports per snapshotter; containers run after each import (the first cold, the rest warm). */
+  real: { reps: n(3, 1), runs: Math.max(3, n(10, 3)) },
+  /** Per-layer replay of the realistic image's unpack on thinsnap direct and a plain directory. */
+  unpack: { reps: n(2, 1) },
+  /** Pod storm: concurrent container Prepares of one image's top layer. */
+  storm: { pods: 64, reps: n(2, 1) },
+  /** List (unfiltered) over this many snapshots per side; the reference only at the first size (see bench/sections/list-big.ts). */
+  listBig: { sizes: [100, n(1000, 100)], reps: n(10, 3) },
   floor: { parentless: n(40, 3), child: n(60, 3), view: n(40, 3), commit: n(40, 3), usage: n(200, 10), chains: n(3, 1) },
   profile: n(30, 5),
 };

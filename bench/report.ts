@@ -24,18 +24,20 @@ export function sideCellText(c: Cell | undefined, unit: Unit): string {
   if (!c) return "–";
   if (unit === "ops/s") return c.median.toFixed(c.median >= 10 ? 1 : 2);
   if (unit === "MiB") return c.median.toFixed(1);
+  if (unit === "µs") return `${c.median.toFixed(0)} µs`;
   return c.n > 1 ? `${fmtMs(c.median)} (${fmtMs(c.p95)})` : fmtMs(c.median);
 }
 
 export function renderTable(rows: Row[]): string {
-  const head = ["operation", "N d/c/r/f", "thinsnap direct", "thinsnap via ctrd", "devmapper via ctrd", "ts/ref", "floor", "direct/floor", "targets"];
+  const head = ["operation", "N d/c/r/o/f", "thinsnap direct", "thinsnap via ctrd", "devmapper via ctrd", "overlayfs via ctrd", "ts/ref", "ts/ovl", "floor", "direct/floor", "targets"];
   const body = rows.map((r) => {
     const c = r.cells;
-    const ns = (["direct", "ctrd", "ref", "floor"] as const).map((s) => (c[s] ? String(c[s]!.n) : "–")).join("/");
+    const ns = (["direct", "ctrd", "ref", "ovl", "floor"] as const).map((s) => (c[s] ? String(c[s]!.n) : "–")).join("/");
     const ratio = c.ctrd && c.ref ? fmtRatio(c.ctrd.median / c.ref.median) : "–";
+    const ovl = c.ctrd && c.ovl ? fmtRatio(c.ctrd.median / c.ovl.median) : "–";
     const fl = c.direct && c.floor ? fmtRatio(c.direct.median / c.floor.median) : "–";
     const tg = r.targets.map((t) => `${t.pass ? "PASS" : "MISS"} ${t.text}`).join("; ") || "";
-    return [r.label, ns, sideCellText(c.direct, r.unit), sideCellText(c.ctrd, r.unit), sideCellText(c.ref, r.unit), ratio, sideCellText(c.floor, r.unit), fl, tg];
+    return [r.label, ns, sideCellText(c.direct, r.unit), sideCellText(c.ctrd, r.unit), sideCellText(c.ref, r.unit), sideCellText(c.ovl, r.unit), ratio, ovl, sideCellText(c.floor, r.unit), fl, tg];
   });
   return table(head, body);
 }
@@ -223,6 +225,9 @@ Columns:
 - **thinsnap via ctrd**: the same client on containerd's socket (snapshots service, \`snapshotter: "thinsnap"\`,
   \`containerd-namespace: default\`), containerd → proxy plugin → thinsnap.
 - **devmapper via ctrd**: the same, \`snapshotter: "devmapper"\`: containerd ${machine.containerd.split(" ")[2] ?? ""}'s built-in devmapper snapshotter (the reference).
+- **overlayfs via ctrd**: containerd's default overlayfs snapshotter, through the same containerd on the same disk (the realistic-image, unpack and storm rows;
+  in the unpack replay rows, a plain directory on that disk, which is what its unpack writes to).
+- **ts/ovl**: thinsnap via containerd ÷ overlayfs, medians.
 - **ts/ref**: thinsnap via containerd ÷ reference, medians (below 1 = thinsnap faster; for throughput, above 1 = thinsnap faster).
 - **floor**: the bare device-mapper calls the operation needs, back to back through thinsnap's binding (src/dm), nothing else
   (Prepare/View: message create_snap + create/load/resume; Commit: fsync + remove; Remove: remove + message delete; Usage: thin status).

@@ -11,7 +11,9 @@ export interface Cell {
   /** Optional note shown under the table (e.g. "over 22 snapshots"). */
   note?: string;
 }
-export type Unit = "ms" | "ops/s" | "MiB";
+export type Unit = "ms" | "ops/s" | "MiB" | "µs";
+/** A table column: the three sides, containerd's overlayfs (image and storm rows), the floor. */
+export type Column = SideId | "ovl" | "floor";
 export interface Target {
   /** Text shown in the table. */
   text: string;
@@ -22,7 +24,7 @@ export interface Row {
   id: string;
   label: string;
   unit: Unit;
-  cells: Partial<Record<SideId | "floor", Cell>>;
+  cells: Partial<Record<Column, Cell>>;
   targets: Target[];
   notes: string[];
 }
@@ -66,7 +68,15 @@ export function targetFloor(r: Row, factor: number): void {
   r.targets.push({ text: `≤${factor}× floor`, pass: x <= factor, detail: `${fmtRatio(x)}× the floor (direct)` });
 }
 
-export function targetMax(r: Row, side: SideId, max: number, unitText: string): void {
+/** a's median ≤ factor × b's median (times), e.g. thinsnap via containerd within 1.1× of overlayfs. */
+export function targetWithin(r: Row, a: Column, b: Column, factor: number, names: [string, string]): void {
+  const x = r.cells[a]?.median;
+  const y = r.cells[b]?.median;
+  if (x === undefined || y === undefined) return;
+  r.targets.push({ text: `≤${factor}× ${names[1]}`, pass: x <= factor * y, detail: `${names[0]} ${fmtRatio(x / y)}× ${names[1]}` });
+}
+
+export function targetMax(r: Row, side: Column, max: number, unitText: string): void {
   const v = r.cells[side]?.median;
   if (v === undefined) return;
   r.targets.push({ text: `≤${max} ${unitText}`, pass: v <= max, detail: `${v.toFixed(1)} ${unitText}` });

@@ -24,6 +24,15 @@ export interface Side {
   ctrd: boolean;
 }
 
+/** What a snapshot call needs of a side; also containerd's overlayfs, which is a column only of some rows. */
+export type Caller = Pick<Side, "client" | "snapshotter" | "ctrd">;
+
+/** containerd's overlayfs snapshotter, through containerd's snapshots service (image and storm rows). */
+export interface OverlaySide extends Caller {
+  id: "ovl";
+  label: string;
+}
+
 export interface Env {
   dir: string;
   /** The daemon the "direct" column talks to. */
@@ -36,6 +45,7 @@ export interface Env {
   thinsnapProxied: Daemon;
   containerd: Containerd;
   sides: Side[];
+  overlay: OverlaySide;
   leases: LeasesClient;
   floor: FloorPool;
   /** A third daemon, direct, with kernel_threads = 4 (the others run with the default, 0). */
@@ -124,45 +134,46 @@ export async function setup(): Promise<Env> {
   ];
   const floor = new FloorPool("bench-floor", GEOMETRY.baseImageBytes);
   await floor.init();
-  return { dir, thinsnap, thinsnapProxied, containerd, sides, leases: new LeasesClient(containerd.address), floor, threaded };
+  const overlay: OverlaySide = { id: "ovl", label: "overlayfs via containerd", client: sides[1]!.client, snapshotter: "overlayfs", ctrd: true };
+  return { dir, thinsnap, thinsnapProxied, containerd, sides, overlay, leases: new LeasesClient(containerd.address), floor, threaded };
 }
 
 // ------------------------------------------------------------------ snapshot calls per side
 
 let keySeq = 0;
-export const key = (side: Side, what: string): string => `${what}-${side.id}-${++keySeq}`;
+export const key = (side: { id: string }, what: string): string => `${what}-${side.id}-${++keySeq}`;
 
-export function labelsFor(side: Side, extra: Record<string, string> = {}): Record<string, string> {
+export function labelsFor(side: Caller, extra: Record<string, string> = {}): Record<string, string> {
   // Through containerd, a snapshot nothing refers to is garbage: mark ours as GC roots.
   return side.ctrd ? { [GC_ROOT]: "bench", ...extra } : { ...extra };
 }
 
-export async function prepare(side: Side, k: string, parent = "", labels: Record<string, string> = {}): Promise<MountSpec[]> {
+export async function prepare(side: Caller, k: string, parent = "", labels: Record<string, string> = {}): Promise<MountSpec[]> {
   const r = await side.client.prepare({ snapshotter: side.snapshotter, key: k, parent, labels: labelsFor(side, labels) });
   return r.mounts.map((m) => ({ type: m.type, source: m.source, options: [...m.options] }));
 }
 
-export async function view(side: Side, k: string, parent: string, labels: Record<string, string> = {}): Promise<void> {
+export async function view(side: Caller, k: string, parent: string, labels: Record<string, string> = {}): Promise<void> {
   await side.client.view({ snapshotter: side.snapshotter, key: k, parent, labels: labelsFor(side, labels) });
 }
 
-export async function commit(side: Side, name: string, k: string, labels: Record<string, string> = {}): Promise<void> {
+export async function commit(side: Caller, name: string, k: string, labels: Record<string, string> = {}): Promise<void> {
   await side.client.commit({ snapshotter: side.snapshotter, name, key: k, labels: labelsFor(side, labels) });
 }
 
 /** Remove; through containerd followed by a synchronous GC, so that the snapshotter has really removed it. */
-export async function remove(env: Env, side: Side, k: string): Promise<void> {
+export async function remove(env: Env, side: Caller, k: string): Promise<void> {
   await side.client.remove({ snapshotter: side.snapshotter, key: k });
   if (side.ctrd) await env.leases.gc();
 }
 
 /** Removes many (children first), with one GC at the end through containerd. */
-export async function removeAll(env: Env, side: Side, keys: string[]): Promise<void> {
+export async function removeAll(env: Env, side: Caller, keys: string[]): Promise<void> {
   for (const k of [...keys].reverse()) await side.client.remove({ snapshotter: side.snapshotter, key: k });
   if (side.ctrd) await env.leases.gc();
 }
 
-export function list(side: Side, filters: string[]): Promise<number> {
+export function list(side: Caller, filters: string[]): Promise<number> {
   return countListed(side.client, filters, side.snapshotter);
 }
 

@@ -41,6 +41,7 @@ import { ensureBase } from "./base-device.ts";
 import { rollbackCreate, type RollbackContext } from "./rollback.ts";
 import { checkCommitParent } from "./commit-parent.ts";
 import { BASE_MAPPED_META, exclusiveBytes } from "./usage.ts";
+import { isUnpack, mountOptions } from "./mount-options.ts";
 import { reconcile, type ReconcileReport } from "./reconcile.ts";
 import { Remover } from "./remover.ts";
 import type { CommitOpts, Info, Kind, Labels, Mount, SnapshotOpts, Snapshotter, Usage } from "./types.ts";
@@ -154,7 +155,7 @@ export class ThinSnapshotter implements Snapshotter {
     if (row.kind === "committed") {
       throw failedPrecondition(`snapshot "${key}" is committed: only active and view snapshots have mounts`);
     }
-    return this.mountsOf(row);
+    return this.mountsOf(row, undefined, row.kind === "active" && isUnpack(key, () => this.store.labels(row.id)));
   }
 
   async usage(key: string): Promise<Usage> {
@@ -450,7 +451,7 @@ export class ThinSnapshotter implements Snapshotter {
       if (isErrno(e, Errno.EEXIST) && attempt < 3) return this.create(kind, key, parent, rawLabels, attempt + 1);
       throw this.guard.mapError(e, op);
     }
-    return this.mountsOf({ kind, thinId: dev.thinId }, dev);
+    return this.mountsOf({ kind, thinId: dev.thinId }, dev, isUnpack(key, () => rawLabels));
   }
 
   /** What a max-size label may ask for on this pool. */
@@ -483,14 +484,11 @@ export class ThinSnapshotter implements Snapshotter {
     return dev;
   }
 
-  private mountsOf(row: Pick<SnapshotRow, "kind" | "thinId">, dev?: DeviceRow): Mount[] {
+  private mountsOf(row: Pick<SnapshotRow, "kind" | "thinId">, dev?: DeviceRow, unpack = false): Mount[] {
     const d = dev ?? this.store.getDevice(row.thinId);
     if (!d) throw new SnapshotterError("internal", `no device record for thin id ${row.thinId}`);
-    // Same shape and option order as containerd's devmapper snapshotter.
-    const options: string[] = [];
-    if (d.fsType === "xfs") options.push("nouuid");
-    if (row.kind !== "active") options.push("ro");
-    return [{ type: d.fsType, source: `/dev/mapper/${d.dmName}`, options }];
+    // Same shape as containerd's devmapper snapshotter's.
+    return [{ type: d.fsType, source: `/dev/mapper/${d.dmName}`, options: mountOptions(d.fsType, row.kind, unpack) }];
   }
 
   private info(row: SnapshotRow, labels: Labels): Info {

@@ -50,6 +50,9 @@ export class SyscallError extends Error {
 const cstr = (s: string): Buffer => Buffer.from(`${s}\0`);
 
 export const MS_RDONLY = 1n;
+export const MS_BIND = 4096n;
+export const MS_REC = 16384n;
+export const MS_REMOUNT = 32n;
 
 export function mount(source: string, target: string, fsType: string, flags = 0n, data = ""): void {
   if (libc().mount(cstr(source), cstr(target), cstr(fsType), flags, cstr(data)) !== 0) {

@@ -33,10 +33,15 @@ export const APPLETS: readonly string[] = [
 
 // -------------------------------------------------------------------- tar
 
+/** Extended attributes (PAX SCHILY.xattr.NAME records, as docker and containerd write and read them). */
+export type Xattrs = Record<string, string>;
+
 export type TarEntry =
-  | { type: "dir"; path: string; mode?: number }
-  | { type: "file"; path: string; data: Uint8Array | string; mode?: number }
-  | { type: "symlink"; path: string; target: string };
+  | { type: "dir"; path: string; mode?: number; xattrs?: Xattrs }
+  | { type: "file"; path: string; data: Uint8Array | string; mode?: number; xattrs?: Xattrs }
+  | { type: "symlink"; path: string; target: string }
+  /** A hard link to `target`, an earlier file of the same archive (a path, like `path`). */
+  | { type: "hardlink"; path: string; target: string };
 
 function octal(n: number, width: number): string {
   // width-1 octal digits and a NUL
@@ -49,16 +54,41 @@ function putString(buf: Buffer, off: number, len: number, s: string): void {
   b.copy(buf, off);
 }
 
+/** ustar's split of a path into prefix (≤155) and name (≤100) bytes; null if it does not fit (a PAX path record is needed). */
+function ustarSplit(name: string): { prefix: string; base: string } | null {
+  if (Buffer.byteLength(name) <= 100) return { prefix: "", base: name };
+  const cut = name.lastIndexOf("/", 155);
+  if (cut <= 0 || Buffer.byteLength(name.slice(0, cut)) > 155 || Buffer.byteLength(name.slice(cut + 1)) > 100) return null;
+  return { prefix: name.slice(0, cut), base: name.slice(cut + 1) };
+}
+
+/** One PAX record: "LEN key=value\n", LEN counting itself. */
+function paxRecord(key: string, value: string): Buffer {
+  const body = ` ${key}=${value}\n`;
+  const bodyLen = Buffer.byteLength(body);
+  let len = bodyLen + 1;
+  while (String(len).length + bodyLen !== len) len = String(len).length + bodyLen;
+  return Buffer.from(`${len}${body}`, "utf8");
+}
+
+/** A PAX extended header (type x) for the next entry, or nothing if it needs none. */
+function paxHeader(path: string, linkname: string, xattrs: Xattrs | undefined): Buffer[] {
+  const recs: Buffer[] = [];
+  if (ustarSplit(path) === null) recs.push(paxRecord("path", path));
+  if (Buffer.byteLength(linkname) > 100) recs.push(paxRecord("linkpath", linkname));
+  for (const [k, v] of Object.entries(xattrs ?? {})) recs.push(paxRecord(`SCHILY.xattr.${k}`, v));
+  if (recs.length === 0) return [];
+  const data = Buffer.concat(recs);
+  const pad = (512 - (data.length % 512)) % 512;
+  return [header("PaxHeaders/entry", 0o644, data.length, "x"), data, Buffer.alloc(pad)];
+}
+
 function header(name: string, mode: number, size: number, type: string, linkname = ""): Buffer {
   const h = Buffer.alloc(512);
-  let prefix = "";
-  let base = name;
-  if (Buffer.byteLength(name) > 100) {
-    const cut = name.lastIndexOf("/", 155);
-    if (cut <= 0 || Buffer.byteLength(name.slice(cut + 1)) > 100) throw new Error(`tar: path too long: ${name}`);
-    prefix = name.slice(0, cut);
-    base = name.slice(cut + 1);
-  }
+  // A path or link target too long for ustar is carried by the PAX header before this one; here it is cut.
+  const split = ustarSplit(name) ?? { prefix: "", base: Buffer.from(name).subarray(0, 100).toString("latin1") };
+  const { prefix, base } = split;
+  if (Buffer.byteLength(linkname) > 100) linkname = Buffer.from(linkname).subarray(0, 100).toString("latin1");
   putString(h, 0, 100, base);
   putString(h, 100, 8, octal(mode & 0o7777, 8));
   putString(h, 108, 8, octal(0, 8)); // uid
@@ -85,12 +115,16 @@ export function tar(entries: TarEntry[]): Buffer {
   for (const e of entries) {
     const path = e.path.replace(/^\/+/, "");
     if (e.type === "dir") {
-      parts.push(header(path.endsWith("/") ? path : `${path}/`, e.mode ?? 0o755, 0, "5"));
+      const p = path.endsWith("/") ? path : `${path}/`;
+      parts.push(...paxHeader(p, "", e.xattrs), header(p, e.mode ?? 0o755, 0, "5"));
     } else if (e.type === "symlink") {
-      parts.push(header(path, 0o777, 0, "2", e.target));
+      parts.push(...paxHeader(path, e.target, undefined), header(path, 0o777, 0, "2", e.target));
+    } else if (e.type === "hardlink") {
+      const target = e.target.replace(/^\/+/, "");
+      parts.push(...paxHeader(path, target, undefined), header(path, 0o644, 0, "1", target));
     } else {
-      const data = typeof e.data === "string" ? Buffer.from(e.data, "utf8") : Buffer.from(e.data);
-      parts.push(header(path, e.mode ?? 0o644, data.length, "0"), data);
+      const data = typeof e.data === "string" ? Buffer.from(e.data, "utf8") : Buffer.from(e.data.buffer, e.data.byteOffset, e.data.byteLength);
+      parts.push(...paxHeader(path, "", e.xattrs), header(path, e.mode ?? 0o644, data.length, "0"), data);
       const pad = (512 - (data.length % 512)) % 512;
       if (pad) parts.push(Buffer.alloc(pad));
     }
@@ -202,6 +236,23 @@ export function layerTar(i: number, busybox = BUSYBOX): Buffer {
 export function buildImage(o: ImageOptions): BuiltImage {
   const n = o.layers ?? 3;
   if (!Number.isInteger(n) || n < 1) throw new Error(`layers must be >= 1, got ${n}`);
+  const tars = Array.from({ length: n }, (_, i) => layerTar(i + 1, o.busybox));
+  return { ...writeOciImage({ out: o.out, name: o.name, gzip: o.gzip, cmd: o.cmd }, tars), topText: `${n}\n` };
+}
+
+export interface LayoutOptions {
+  out: string;
+  name: string;
+  /** gzip the layers (default true). */
+  gzip?: boolean;
+  /** Image default command (default ["/bin/sh"]). */
+  cmd?: string[];
+  /** gzip level (default 6). */
+  level?: number;
+}
+
+/** Writes an OCI-layout tarball of an image made of these uncompressed layer tars (bottom first). */
+export function writeOciImage(o: LayoutOptions, tars: Uint8Array[]): Omit<BuiltImage, "topText"> {
   const gzip = o.gzip !== false;
   const blobs = new Map<string, Uint8Array>();
   const put = (data: Uint8Array, mediaType: string): Descriptor => {
@@ -212,10 +263,9 @@ export function buildImage(o: ImageOptions): BuiltImage {
 
   const layers: Descriptor[] = [];
   const diffIds: string[] = [];
-  for (let i = 1; i <= n; i++) {
-    const t = layerTar(i, o.busybox);
+  for (const t of tars) {
     diffIds.push(sha256(t));
-    layers.push(gzip ? put(Bun.gzipSync(new Uint8Array(t), { level: 6 }), MEDIA.layerGzip) : put(t, MEDIA.layer));
+    layers.push(gzip ? put(Bun.gzipSync(new Uint8Array(t), { level: (o.level ?? 6) as 6 }), MEDIA.layerGzip) : put(t, MEDIA.layer));
   }
   const created = "1970-01-01T00:00:00Z";
   const configJson = {
@@ -228,7 +278,7 @@ export function buildImage(o: ImageOptions): BuiltImage {
       WorkingDir: "/",
     },
     rootfs: { type: "layers", diff_ids: diffIds },
-    history: diffIds.map((_, i) => ({ created, created_by: `thinsnap tests/lib/oci-image.ts: layer ${i + 1}` })),
+    history: diffIds.map((_, i) => ({ created, created_by: `thinsnap tests/kit: layer ${i + 1}` })),
   };
   const config = put(Buffer.from(JSON.stringify(configJson)), MEDIA.config);
   const manifestJson = { schemaVersion: 2, mediaType: MEDIA.manifest, config, layers };
@@ -251,17 +301,7 @@ export function buildImage(o: ImageOptions): BuiltImage {
   const archive = tar(entries);
   mkdirSync(dirname(o.out), { recursive: true });
   writeFileSync(o.out, archive);
-  return {
-    path: o.out,
-    name: o.name,
-    manifest,
-    config,
-    layers,
-    diffIds,
-    chainIds: chainIds(diffIds),
-    size: archive.length,
-    topText: `${n}\n`,
-  };
+  return { path: o.out, name: o.name, manifest, config, layers, diffIds, chainIds: chainIds(diffIds), size: archive.length };
 }
 
 if (import.meta.main) {
