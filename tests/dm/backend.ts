@@ -40,6 +40,7 @@ export async function realBackend(
       store,
       pool: tp.pool,
       format: (dev, fs, o) => formatDevice(dev, fs, o, root),
+      rootPath: root, // as serve: private mounts under root_path, found there again at start-up
       listDevices: () => tp.dm.list(),
       kernel,
     });
