@@ -16,6 +16,7 @@ import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { countListed, snapshotsClient } from "../tests/kit/client.ts";
 import { procStatusKiB, REPO, startBackground } from "../tests/kit/process.ts";
+import { forEachConcurrently } from "./concurrency.ts";
 import { now, samples, stats, type Stats } from "./stats.ts";
 
 export const SEL_LABEL = "bench.sel";
@@ -44,16 +45,9 @@ export async function measureList(dir: string, total: number, reps: number, log:
     log(`List over ${total}: populating (fake pool, real store and gRPC)`);
     const t0 = now();
     // 64 concurrent streams of Prepares fill it fast.
-    let next = 0;
-    await Promise.all(
-      Array.from({ length: 64 }, async () => {
-        for (;;) {
-          const i = next++;
-          if (i >= total) return;
-          await client.prepare({ key: `s${i}`, labels: i % 100 === 0 ? { [SEL_LABEL]: "yes", app: `a${i}` } : { app: `a${i}` } });
-        }
-      }),
-    );
+    await forEachConcurrently(total, 64, async (i) => {
+      await client.prepare({ key: `s${i}`, labels: i % 100 === 0 ? { [SEL_LABEL]: "yes", app: `a${i}` } : { app: `a${i}` } });
+    });
     const populateMs = now() - t0;
     log(`populated ${total} in ${(populateMs / 1000).toFixed(1)} s; List ×${reps}`);
     let matched = 0;

@@ -7,23 +7,11 @@
  * making 1,000 of its devices takes ~7 minutes under emulation, and its List
  * is a bolt read, linear in the count.
  */
+import { forEachConcurrently } from "../concurrency.ts";
 import { log, N, type SideId } from "../plan.ts";
 import { cell, notes, row, type Row } from "../results.ts";
 import { key, list, view, type Env, type Parents } from "../sides.ts";
 import { samples, stats } from "../stats.ts";
-
-async function eightWay(count: number, fn: (i: number) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: 8 }, async () => {
-      for (;;) {
-        const i = next++;
-        if (i >= count) return;
-        await fn(i);
-      }
-    }),
-  );
-}
 
 export async function listBigRows(env: Env, p: Parents): Promise<void> {
   const made: Record<SideId, string[]> = { direct: [], ctrd: [], ref: [] };
@@ -35,7 +23,7 @@ export async function listBigRows(env: Env, p: Parents): Promise<void> {
       const have = made[side.id].length;
       log(`${side.label}: List over ${size} snapshots (making ${size - have - 1} views)`);
       // The parent counts as one.
-      await eightWay(size - 1 - have, async () => {
+      await forEachConcurrently(size - 1 - have, 8, async () => {
         const k = key(side, "lv");
         made[side.id].push(k);
         await view(side, k, p.parent[side.id]);
@@ -49,7 +37,7 @@ export async function listBigRows(env: Env, p: Parents): Promise<void> {
   }
   for (const side of env.sides) {
     log(`${side.label}: removing ${made[side.id].length} views`);
-    await eightWay(made[side.id].length, async (i) => void (await side.client.remove({ snapshotter: side.snapshotter, key: made[side.id][i]! })));
+    await forEachConcurrently(made[side.id].length, 8, async (i) => void (await side.client.remove({ snapshotter: side.snapshotter, key: made[side.id][i]! })));
     if (side.ctrd) await env.leases.gc();
   }
 }

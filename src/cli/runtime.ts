@@ -3,13 +3,13 @@
  * operator can act on (not root, no libdevmapper, no dm in the kernel, no pool).
  */
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from "node:fs";
-import { connect } from "node:net";
 import { release } from "node:os";
 import { DeviceMapper } from "../dm/device-mapper.ts";
 import { ThinPool } from "../dm/thin-pool.ts";
 import { tryLock } from "../sys/libc.ts";
 import type { Config } from "../config/types.ts";
 import { ensureFilePool } from "../pool/provision.ts";
+import { socketAccepts } from "../rpc/socket.ts";
 import type { Logger } from "../log.ts";
 
 export class CliError extends Error {
@@ -102,26 +102,13 @@ export function lockRoot(rootPath: string, what: string): void {
   // keep fd open on purpose: the lock goes with the process
 }
 
-/** Something accepts connections on the unix socket (a thinsnap serve). */
-export function daemonRunning(address: string): Promise<boolean> {
-  if (!existsSync(address)) return Promise.resolve(false);
-  return new Promise((resolve) => {
-    const s = connect(address);
-    s.once("connect", () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once("error", () => resolve(false));
-  });
-}
-
 /**
  * Refuses `what` while thinsnap serve runs on this config (its socket
  * answers, or it holds root_path's lock), then holds the lock itself so that
  * no serve starts meanwhile.
  */
 export async function refuseWhileServing(cfg: Config, what: string): Promise<void> {
-  if (await daemonRunning(cfg.address)) {
+  if (await socketAccepts(cfg.address)) {
     throw new CliError(`thinsnap serve is running on ${cfg.address}: stop it before ${what} (systemctl stop thinsnap)`);
   }
   if (existsSync(cfg.rootPath)) lockRoot(cfg.rootPath, what);

@@ -8,6 +8,7 @@
  * into place: it appears already restricted. A stale socket of a dead daemon
  * is replaced; a live one is never stolen.
  */
+import { existsSync } from "node:fs";
 import * as fs from "node:fs/promises";
 import * as net from "node:net";
 import * as path from "node:path";
@@ -96,6 +97,19 @@ export async function removeOwnSocket(socketPath: string, ino: number): Promise<
   } catch (err) {
     if (errnoCode(err) !== "ENOENT") throw err;
   }
+}
+
+/** Something accepts connections on the unix socket now (a thinsnap serve); no file, or any error, is no. */
+export function socketAccepts(socketPath: string): Promise<boolean> {
+  if (!existsSync(socketPath)) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const s = net.connect(socketPath);
+    s.once("connect", () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once("error", () => resolve(false));
+  });
 }
 
 /** True if something accepts connections on the socket (or might: timeout). */

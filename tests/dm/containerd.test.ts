@@ -13,11 +13,11 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { containerdInstalled, startContainerd, type Containerd } from "../kit/containerd.ts";
+import { ctrRunMissing, startContainerd, type Containerd } from "../kit/containerd.ts";
 import { buildImage, type BuiltImage } from "../kit/oci-image.ts";
-import { checkStore, createFilePool, destroyFilePool, poolStatus, type PoolStatusReport } from "../kit/cli.ts";
+import { checkStore, freshFilePool, poolStatus, removeFreshFilePool, type PoolStatusReport } from "../kit/cli.ts";
 import { Daemon, inDir } from "../kit/daemon.ts";
 import { backendSnapshots, type BackendSnapshot } from "../kit/client.ts";
 import { sh, waitFor } from "../kit/process.ts";
@@ -29,15 +29,7 @@ const DIR = "/tmp/thinsnap-containerd-test";
 const MNT = join(DIR, "mnt");
 const IMAGE = "docker.io/library/thinsnap-e2e:latest";
 
-function skipReason(): string | null {
-  if (!dm.available) return dm.reason;
-  if (!containerdInstalled()) return "containerd or ctr is not installed (apt-get install containerd)";
-  if (!existsSync("/usr/sbin/runc") && !existsSync("/usr/bin/runc")) return "runc is not installed (apt-get install runc)";
-  if (!existsSync("/bin/busybox")) return "/bin/busybox is missing (apt-get install busybox-static)";
-  if (!existsSync("/sys/fs/cgroup/cgroup.controllers")) return "no cgroup2 at /sys/fs/cgroup (runc needs it)";
-  return null;
-}
-const SKIP = skipReason();
+const SKIP = dm.available ? ctrRunMissing() : dm.reason;
 if (SKIP !== null) console.warn(`tests/dm/containerd.test.ts SKIPPED: ${SKIP}`);
 
 /** Sizes as ctr prints them (progress.Bytes): "8.7 MiB", "0.0 B". */
@@ -129,11 +121,7 @@ describe.skipIf(SKIP !== null)("containerd 1.6 with thinsnap as its proxy snapsh
   }
 
   beforeAll(async () => {
-    // Leftovers of an interrupted earlier run in the same guest (never on a fresh one).
-    await destroyFilePool(POOL, { deleteFiles: true }).catch(() => undefined);
-    rmSync(DIR, { recursive: true, force: true });
-    mkdirSync(DIR, { recursive: true });
-    await createFilePool({ name: POOL, dataFile: join(DIR, "pool.data"), dataSize: "1G" });
+    await freshFilePool(POOL, DIR);
     d = await startThinsnap();
     start = await poolStatus(POOL, d.rootPath);
     c = await startContainerd({ dir: join(DIR, "containerd"), proxySnapshotters: { thinsnap: d.address } });
@@ -143,12 +131,7 @@ describe.skipIf(SKIP !== null)("containerd 1.6 with thinsnap as its proxy snapsh
 
   afterAll(async () => {
     for (const m of [...mounted].reverse()) spawnSync("umount", ["-l", m]);
-    if (c) {
-      // Leave no task behind (a failed test may have left one running).
-      await c.removeAllTasks();
-      const code = await c.stop();
-      if (code !== 0) flag.failed = true;
-    }
+    if (c && (await c.shutdown()) !== 0) flag.failed = true;
     if (d) {
       const code = await d.stop();
       if (code !== 0) {
@@ -156,12 +139,8 @@ describe.skipIf(SKIP !== null)("containerd 1.6 with thinsnap as its proxy snapsh
         console.error(`thinsnap serve exited with ${code}`);
       }
     }
-    if (flag.failed) {
-      if (d) console.error(`---- thinsnap log (tail) ----\n${d.logs().split("\n").slice(-80).join("\n")}`);
-      if (c) console.error(`---- containerd log (tail) ----\n${c.logs().split("\n").slice(-80).join("\n")}`);
-    }
-    await destroyFilePool(POOL, { deleteFiles: true });
-    rmSync(DIR, { recursive: true, force: true });
+    flag.printLogTails(80, { thinsnap: d, containerd: c });
+    await removeFreshFilePool(POOL, DIR);
     console.log(`[containerd.test] total ${Math.round(performance.now() - t0)} ms`);
   }, 120_000);
 

@@ -5,7 +5,7 @@
  * costs next to a plain child Prepare (printed).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
 import { dm as env } from "./env.ts";
@@ -14,9 +14,9 @@ import { expectCode } from "../shared/semantics.ts";
 import { sh, withMount } from "../kit/process.ts";
 import { FS_SIZE_LABEL, MAX_SIZE_LABEL, SIZE_LABEL } from "../../src/snapshotter/max-size.ts";
 import { GROW_MOUNT_DIR } from "../../src/snapshotter/grow.ts";
-import { containerdInstalled, startContainerd, type Containerd } from "../kit/containerd.ts";
+import { ctrRunMissing, startContainerd, type Containerd } from "../kit/containerd.ts";
 import { buildImage } from "../kit/oci-image.ts";
-import { createFilePool, destroyFilePool } from "../kit/cli.ts";
+import { freshFilePool, removeFreshFilePool } from "../kit/cli.ts";
 import { Daemon, inDir } from "../kit/daemon.ts";
 
 const MiB = 1n << 20n;
@@ -179,32 +179,25 @@ for (const fsType of ["ext4", "xfs"] as const) {
 const CTRD_POOL = "thinsnap-maxsize-ctrd";
 const CTRD_DIR = "/tmp/thinsnap-maxsize-ctrd";
 const IMAGE = "docker.io/library/thinsnap-maxsize:latest";
-const ctrdSkip = !env.available || !containerdInstalled() || (!existsSync("/usr/sbin/runc") && !existsSync("/usr/bin/runc"));
+const ctrdSkip = !env.available || ctrRunMissing() !== null;
 
 describe.skipIf(ctrdSkip)("max-size through containerd 1.6: ctr run --snapshotter-label", () => {
   let d: Daemon;
   let c: Containerd;
   beforeAll(async () => {
-    await destroyFilePool(CTRD_POOL, { deleteFiles: true }).catch(() => undefined);
-    rmSync(CTRD_DIR, { recursive: true, force: true });
-    mkdirSync(CTRD_DIR, { recursive: true });
-    await createFilePool({ name: CTRD_POOL, dataFile: join(CTRD_DIR, "pool.data"), dataSize: "2G" });
+    await freshFilePool(CTRD_POOL, CTRD_DIR, "2G");
     d = await Daemon.serving({ ...inDir(join(CTRD_DIR, "thinsnap"), { poolName: CTRD_POOL, baseImageSize: "64MB" }), readyTimeoutMs: 120_000 });
     c = await startContainerd({ dir: join(CTRD_DIR, "containerd"), proxySnapshotters: { thinsnap: d.config.address } });
     const img = buildImage({ out: join(CTRD_DIR, "image.tar"), name: IMAGE, layers: 1 });
     await c.ctrOk("images", "import", "--snapshotter", "thinsnap", img.path);
   }, 300_000);
   afterAll(async () => {
-    if (c) {
-      await c.removeAllTasks();
-      await c.stop();
-    }
+    await c?.shutdown();
     if (d) {
       await d.stop();
       console.log(`---- thinsnap log (grow lines) ----\n${d.logs().split("\n").filter((l) => /max-size|grow|error/.test(l)).slice(-20).join("\n")}`);
     }
-    await destroyFilePool(CTRD_POOL, { deleteFiles: true });
-    rmSync(CTRD_DIR, { recursive: true, force: true });
+    await removeFreshFilePool(CTRD_POOL, CTRD_DIR);
   }, 120_000);
 
   /** The root filesystem's size inside a container, from busybox df (1 KiB blocks). */

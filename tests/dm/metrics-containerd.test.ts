@@ -14,17 +14,17 @@
  * Runs in the qemu guest: tests/vm/vmrun -- node_modules/.bin/bun test ./tests/dm/metrics-containerd.test.ts
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, rmSync } from "node:fs";
-import * as http from "node:http";
 import { join } from "node:path";
 import { Metrics } from "../../src/metrics/registry.ts";
 import { METADATA_BLOCK_BYTES, SPACE_RESOURCES } from "../../src/snapshotter/space.ts";
-import { containerdInstalled, startContainerd, type Containerd } from "../kit/containerd.ts";
+import { ctrRunMissing, startContainerd, type Containerd } from "../kit/containerd.ts";
 import { buildImage, type BuiltImage } from "../kit/oci-image.ts";
-import { createFilePool, destroyFilePool, poolStatus } from "../kit/cli.ts";
+import { freshFilePool, poolStatus, removeFreshFilePool } from "../kit/cli.ts";
 import { Daemon, inDir } from "../kit/daemon.ts";
 import { backendSnapshots, Code, errorOf, listAll, snapshotsClient } from "../kit/client.ts";
+import { samples, scrape as scrapeAt } from "../kit/metrics.ts";
 import { waitFor } from "../kit/process.ts";
+import { FailureFlag } from "../kit/steps.ts";
 import { dm } from "./env.ts";
 
 const POOL = "thinsnap-metrics-ctrd";
@@ -35,15 +35,7 @@ const LAYERS = 3;
 /** The pool watcher reads the kernel every 2 s (POOL_WATCH_INTERVAL_MS): one interval and a margin. */
 const WATCH_SETTLE_MS = 2600;
 
-function skipReason(): string | null {
-  if (!dm.available) return dm.reason;
-  if (!containerdInstalled()) return "containerd or ctr is not installed (apt-get install containerd)";
-  if (!existsSync("/usr/sbin/runc") && !existsSync("/usr/bin/runc")) return "runc is not installed (apt-get install runc)";
-  if (!existsSync("/bin/busybox")) return "/bin/busybox is missing (apt-get install busybox-static)";
-  if (!existsSync("/sys/fs/cgroup/cgroup.controllers")) return "no cgroup2 at /sys/fs/cgroup (runc needs it)";
-  return null;
-}
-const SKIP = skipReason();
+const SKIP = dm.available ? ctrRunMissing() : dm.reason;
 if (SKIP !== null) console.warn(`tests/dm/metrics-containerd.test.ts SKIPPED: ${SKIP}`);
 
 /** Every metric name the registry defines: the list the scrapes are checked against (no copy of it here). */
@@ -51,31 +43,10 @@ const METRIC_NAMES: string[] = new Metrics({ version: "x", revision: "x", proces
   .registry.getMetricsAsArray()
   .map((m) => m.name);
 
-function scrape(): Promise<{ status: number; body: string }> {
-  return new Promise((res, rej) => {
-    http
-      .get({ socketPath: METRICS_SOCK, path: "/metrics", agent: false }, (r) => {
-        let body = "";
-        r.setEncoding("utf8");
-        r.on("data", (c: string) => (body += c));
-        r.on("end", () => res({ status: r.statusCode ?? 0, body }));
-      })
-      .on("error", rej);
-  });
-}
+const scrape = (): Promise<{ status: number; body: string }> => scrapeAt({ socketPath: METRICS_SOCK });
 
 /** The samples of a scrape: series (name and labels as printed) -> value. */
 type Samples = Map<string, number>;
-
-function samples(text: string): Samples {
-  const out: Samples = new Map();
-  for (const l of text.split("\n")) {
-    if (l === "" || l.startsWith("#")) continue;
-    const i = l.lastIndexOf(" ");
-    out.set(l.slice(0, i), Number(l.slice(i + 1)));
-  }
-  return out;
-}
 
 async function scrapeSamples(): Promise<{ body: string; s: Samples }> {
   const r = await scrape();
@@ -108,40 +79,21 @@ describe.skipIf(SKIP !== null)("metrics of the real daemon under containerd 1.6"
   let d: Daemon;
   let c: Containerd | null = null;
   let img: BuiltImage;
-  let failed = false;
-
-  const step = (fn: () => Promise<void>) => async (): Promise<void> => {
-    try {
-      await fn();
-    } catch (e) {
-      failed = true;
-      throw e;
-    }
-  };
+  const flag = new FailureFlag();
+  const { step } = flag;
 
   beforeAll(async () => {
-    await destroyFilePool(POOL, { deleteFiles: true }).catch(() => undefined);
-    rmSync(DIR, { recursive: true, force: true });
-    mkdirSync(DIR, { recursive: true });
-    await createFilePool({ name: POOL, dataFile: join(DIR, "pool.data"), dataSize: "1G" });
+    await freshFilePool(POOL, DIR);
     const o = inDir(join(DIR, "thinsnap"), { poolName: POOL, baseImageSize: "64MB", metricsAddress: METRICS_SOCK });
     d = await Daemon.serving({ ...o, readyTimeoutMs: 120_000 });
     img = buildImage({ out: join(DIR, "image.tar"), name: IMAGE, layers: LAYERS });
   }, 300_000);
 
   afterAll(async () => {
-    if (c) {
-      await c.removeAllTasks();
-      await c.stop();
-    }
-    if (d) {
-      const code = await d.stop();
-      if (code !== 0) failed = true;
-      if (failed) console.error(`---- thinsnap log (tail) ----\n${d.logs().split("\n").slice(-60).join("\n")}`);
-    }
-    if (failed && c) console.error(`---- containerd log (tail) ----\n${c.logs().split("\n").slice(-60).join("\n")}`);
-    await destroyFilePool(POOL, { deleteFiles: true });
-    rmSync(DIR, { recursive: true, force: true });
+    await c?.shutdown();
+    if (d && (await d.stop()) !== 0) flag.failed = true;
+    flag.printLogTails(60, { thinsnap: d, containerd: c });
+    await removeFreshFilePool(POOL, DIR);
   }, 120_000);
 
   test("RPCs made on thinsnap's socket move the request counters by exactly those calls", step(async () => {

@@ -9,11 +9,11 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import * as http from "node:http";
 import { join, resolve } from "node:path";
 import { dm as env } from "./env.ts";
 import { createTestPool, type TestPool } from "./pool-fixture.ts";
 import { snapshotsClient } from "../kit/client.ts";
+import { scrape as scrapeAt, seriesValue as value } from "../kit/metrics.ts";
 import { exitOf, run, socketAccepts, waitFor } from "../kit/process.ts";
 import type { LsEntry } from "../../src/cli/ls.ts";
 
@@ -23,23 +23,7 @@ const BIN = process.env.THINSNAP_BIN || resolve(import.meta.dir, "../../dist/thi
 // A unix socket: the guest has no loopback interface up (TCP is covered by tests/unit/metrics-server.test.ts).
 let metricsSock = "";
 
-function scrape(): Promise<{ status: number; body: string }> {
-  return new Promise((res, rej) => {
-    http
-      .get({ socketPath: metricsSock, path: "/metrics", agent: false }, (r) => {
-        let body = "";
-        r.setEncoding("utf8");
-        r.on("data", (c: string) => (body += c));
-        r.on("end", () => res({ status: r.statusCode ?? 0, body }));
-      })
-      .on("error", rej);
-  });
-}
-
-function value(text: string, series: string): number | undefined {
-  const line = text.split("\n").find((l) => l.startsWith(`${series} `));
-  return line === undefined ? undefined : Number(line.slice(series.length + 1));
-}
+const scrape = (): Promise<{ status: number; body: string }> => scrapeAt({ socketPath: metricsSock });
 
 describe.skipIf(!env.available)("metrics and ls in the compiled binary", () => {
   let tp: TestPool;

@@ -9,8 +9,8 @@
  *   await destroyFilePool("ts-pool");
  */
 import type { PoolReport } from "../../src/cli/pool.ts";
-import { mkdirSync } from "node:fs";
-import { resolve } from "node:path";
+import { mkdirSync, rmSync } from "node:fs";
+import { join, resolve } from "node:path";
 import { thinsnapCommand } from "./daemon.ts";
 import { REPO, run, type RunResult } from "./process.ts";
 
@@ -71,6 +71,24 @@ export async function destroyFilePool(
     fail(`thinsnap ${args.join(" ")}`, r);
   }
   return r;
+}
+
+/**
+ * A file-backed pool with its data file in `dir`, both made afresh: the pool
+ * and the directory an interrupted earlier run in the same guest may have
+ * left are removed first. Undone by removeFreshFilePool.
+ */
+export async function freshFilePool(name: string, dir: string, dataSize = "1G"): Promise<FilePool> {
+  await destroyFilePool(name, { deleteFiles: true }).catch(() => undefined);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  return createFilePool({ name, dataFile: join(dir, "pool.data"), dataSize });
+}
+
+/** Destroys the pool of freshFilePool (its files deleted) and removes `dir`. */
+export async function removeFreshFilePool(name: string, dir: string): Promise<void> {
+  await destroyFilePool(name, { deleteFiles: true });
+  rmSync(dir, { recursive: true, force: true });
 }
 
 /** The JSON of `thinsnap pool status --json`. */

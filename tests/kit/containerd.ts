@@ -106,6 +106,8 @@ export interface Containerd {
   removeAllTasks(): Promise<void>;
   /** SIGTERM (then SIGKILL after timeoutMs), waits; returns the exit status. */
   stop(timeoutMs?: number): Promise<number>;
+  /** Teardown: removeAllTasks (a failed test may have left one running), then stop(). */
+  shutdown(): Promise<number>;
   logs(): string;
   exited: Promise<number>;
 }
@@ -173,6 +175,15 @@ export function containerdConfig(o: ContainerdOptions, paths: { root: string; st
 /** True if containerd and ctr are installed. */
 export function containerdInstalled(o: { binary?: string; ctrBinary?: string } = {}): boolean {
   return existsSync(o.binary ?? CONTAINERD_BIN) && existsSync(o.ctrBinary ?? CTR_BIN);
+}
+
+/** Why `ctr run` cannot work here (containerd, runc, a static busybox for the images, cgroup2), or null if it can. */
+export function ctrRunMissing(): string | null {
+  if (!containerdInstalled()) return "containerd or ctr is not installed (apt-get install containerd)";
+  if (!existsSync("/usr/sbin/runc") && !existsSync("/usr/bin/runc")) return "runc is not installed (apt-get install runc)";
+  if (!existsSync("/bin/busybox")) return "/bin/busybox is missing (apt-get install busybox-static)";
+  if (!existsSync("/sys/fs/cgroup/cgroup.controllers")) return "no cgroup2 at /sys/fs/cgroup (runc needs it)";
+  return null;
 }
 
 /** Starts containerd and waits until `ctr version` answers. */
@@ -261,6 +272,10 @@ export async function startContainerd(o: ContainerdOptions): Promise<Containerd>
     gc,
     removeAllTasks,
     stop,
+    shutdown: async () => {
+      await removeAllTasks();
+      return stop();
+    },
     logs,
     exited: child.exited,
   };

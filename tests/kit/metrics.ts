@@ -1,5 +1,24 @@
 /** A Prometheus text exposition in tests: its samples, and exact values checked as one table. */
 import { expect } from "bun:test";
+import * as http from "node:http";
+
+/**
+ * GET /metrics of a metrics server on TCP (`port`, on 127.0.0.1) or a unix
+ * socket (`socketPath`; the guest has no loopback up). No agent: no kept-alive
+ * socket to a server an earlier step closed.
+ */
+export function scrape(target: { port: number } | { socketPath: string }): Promise<{ status: number; body: string }> {
+  return new Promise((res, rej) => {
+    http
+      .get({ ...target, host: "127.0.0.1", path: "/metrics", agent: false }, (r) => {
+        let body = "";
+        r.setEncoding("utf8");
+        r.on("data", (c: string) => (body += c));
+        r.on("end", () => res({ status: r.statusCode ?? 0, body }));
+      })
+      .on("error", rej);
+  });
+}
 
 /** `name{labels} value` lines of an exposition, without comments. */
 export function samples(text: string): Map<string, number> {

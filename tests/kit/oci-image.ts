@@ -201,21 +201,28 @@ export function chainIds(diffIds: string[]): string[] {
   return out;
 }
 
+/** A minimal root filesystem: busybox and its applets, /etc/passwd and group, the usual empty directories. */
+export function baseRootfs(busybox = BUSYBOX): TarEntry[] {
+  return [
+    { type: "dir", path: "bin" },
+    { type: "file", path: "bin/busybox", data: readFileSync(busybox), mode: 0o755 },
+    ...APPLETS.map((a): TarEntry => ({ type: "symlink", path: `bin/${a}`, target: "busybox" })),
+    { type: "dir", path: "dev" },
+    { type: "dir", path: "etc" },
+    { type: "file", path: "etc/passwd", data: "root:x:0:0:root:/root:/bin/sh\n" },
+    { type: "file", path: "etc/group", data: "root:x:0:\n" },
+    { type: "dir", path: "proc", mode: 0o555 },
+    { type: "dir", path: "root", mode: 0o700 },
+    { type: "dir", path: "sys", mode: 0o555 },
+    { type: "dir", path: "tmp", mode: 0o1777 },
+  ];
+}
+
 /** The uncompressed tar of layer `i` (1-based) of an image with `n` layers. */
 export function layerTar(i: number, busybox = BUSYBOX): Buffer {
   if (i === 1) {
     const entries: TarEntry[] = [
-      { type: "dir", path: "bin" },
-      { type: "file", path: "bin/busybox", data: readFileSync(busybox), mode: 0o755 },
-      ...APPLETS.map((a): TarEntry => ({ type: "symlink", path: `bin/${a}`, target: "busybox" })),
-      { type: "dir", path: "dev" },
-      { type: "dir", path: "etc" },
-      { type: "file", path: "etc/passwd", data: "root:x:0:0:root:/root:/bin/sh\n" },
-      { type: "file", path: "etc/group", data: "root:x:0:\n" },
-      { type: "dir", path: "proc", mode: 0o555 },
-      { type: "dir", path: "root", mode: 0o700 },
-      { type: "dir", path: "sys", mode: 0o555 },
-      { type: "dir", path: "tmp", mode: 0o1777 },
+      ...baseRootfs(busybox),
       { type: "dir", path: "layers" },
       { type: "file", path: "layers/1.txt", data: "layer 1\n" },
       { type: "file", path: "layers/top.txt", data: "1\n" },

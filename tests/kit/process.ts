@@ -4,9 +4,9 @@
  * log file, readiness polling, a unix-socket probe, mounts, /proc/PID/status.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
-import { connect } from "node:net";
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
 import { resolve } from "node:path";
+import { socketAccepts } from "../../src/rpc/socket.ts";
 
 /** The repository root (this file is tests/kit/process.ts). */
 export const REPO = resolve(import.meta.dir, "../..");
@@ -117,18 +117,8 @@ export async function waitFor(
   }
 }
 
-/** True when something accepts connections on the unix socket. */
-export function socketAccepts(path: string): Promise<boolean> {
-  if (!existsSync(path)) return Promise.resolve(false);
-  return new Promise((res) => {
-    const s = connect(path);
-    s.once("connect", () => {
-      s.destroy();
-      res(true);
-    });
-    s.once("error", () => res(false));
-  });
-}
+/** True when something accepts connections on the unix socket: the product's probe (thinsnap refuses pool commands by it). */
+export { socketAccepts };
 
 /** A file's text, "" when it cannot be read (yet). */
 export function readText(path: string): string {

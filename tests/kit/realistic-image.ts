@@ -23,7 +23,7 @@ import { createCipheriv, createHash } from "node:crypto";
 import { lstatSync, readdirSync, readFileSync, readlinkSync, writeFileSync, type Stats } from "node:fs";
 import { dlopen, FFIType } from "bun:ffi";
 import { dirname, join } from "node:path";
-import { APPLETS, BUSYBOX, tar, writeOciImage, type BuiltImage, type TarEntry, type Xattrs } from "./oci-image.ts";
+import { baseRootfs, tar, writeOciImage, type BuiltImage, type TarEntry, type Xattrs } from "./oci-image.ts";
 
 export const WHITEOUT_PREFIX = ".wh.";
 export const OPAQUE_MARKER = ".wh..wh..opq";
@@ -204,17 +204,7 @@ export function realisticLayers(o: RealisticOptions = {}): TarEntry[][] {
 
   const a = chunk(stream, mb(14));
   const l1: TarEntry[] = [
-    { type: "dir", path: "bin" },
-    { type: "file", path: "bin/busybox", data: readFileSync(o.busybox ?? BUSYBOX), mode: 0o755 },
-    ...APPLETS.map((x): TarEntry => ({ type: "symlink", path: `bin/${x}`, target: "busybox" })),
-    { type: "dir", path: "dev" },
-    { type: "dir", path: "etc" },
-    { type: "file", path: "etc/passwd", data: "root:x:0:0:root:/root:/bin/sh\n" },
-    { type: "file", path: "etc/group", data: "root:x:0:\n" },
-    { type: "dir", path: "proc", mode: 0o555 },
-    { type: "dir", path: "root", mode: 0o700 },
-    { type: "dir", path: "sys", mode: 0o555 },
-    { type: "dir", path: "tmp", mode: 0o1777 },
+    ...baseRootfs(o.busybox),
     { type: "dir", path: "app" },
     ...a.entries,
     ...hardlinks(a.files),

@@ -12,4 +12,12 @@ export class FailureFlag {
         throw e;
       }
     };
+
+  /** After a failure: the last `lines` lines of each daemon's log (those not started are skipped). */
+  printLogTails(lines: number, daemons: Record<string, { logs(): string } | null | undefined>): void {
+    if (!this.failed) return;
+    for (const [name, d] of Object.entries(daemons)) {
+      if (d) console.error(`---- ${name} log (tail) ----\n${d.logs().split("\n").slice(-lines).join("\n")}`);
+    }
+  }
 }

@@ -9,7 +9,7 @@ import { CONFIG_FLAGS, configFromFlags } from "../../src/cli/config-flags.ts";
 import { ConfigError, DEFAULTS, parseConfig } from "../../src/config/config.ts";
 import { exampleToml, keysMarkdown } from "../../src/config/docs.ts";
 import { KeyLines } from "../../src/config/key-lines.ts";
-import { KEYS, keyName, MAIN_KEYS, POOL_KEYS } from "../../src/config/keys.ts";
+import { KEYS, keyName } from "../../src/config/keys.ts";
 import { sizeLiteral } from "../../src/config/kinds.ts";
 import { GiB, KiB, MiB } from "../../src/config/units.ts";
 import { DM_NAME_MAX, MAX_POOL_NAME_BYTES, thinDeviceName, THIN_DEVICE_ROLES } from "../../src/pool/device-names.ts";
@@ -37,16 +37,31 @@ describe("the key table", () => {
     const flags = KEYS.flatMap((e) => (e.flag !== undefined ? [e.flag] : []));
     expect(new Set(flags).size).toBe(flags.length);
   });
-  test("the containerd keys are containerd's devmapper keys", () => {
-    // snapshots/devmapper/config.go (containerd 1.6), the toml tags of Config
-    expect(MAIN_KEYS.filter((e) => e.containerd).map((e) => e.key)).toEqual([
-      "pool_name",
-      "root_path",
-      "base_image_size",
-      "async_remove",
-      "discard_blocks",
-      "fs_type",
-      "fs_options",
+  test("the keys, in order; the containerd ones are containerd's devmapper keys", () => {
+    // containerd's: snapshots/devmapper/config.go (containerd 1.6), the toml tags of Config
+    expect(KEYS.map((e) => (e.containerd ? `${keyName(e)} (containerd)` : keyName(e)))).toEqual([
+      "pool_name (containerd)",
+      "root_path (containerd)",
+      "base_image_size (containerd)",
+      "max_size_limit",
+      "async_remove (containerd)",
+      "discard_blocks (containerd)",
+      "fs_type (containerd)",
+      "fs_options (containerd)",
+      "address",
+      "socket_mode",
+      "socket_group",
+      "min_free_space",
+      "log_level",
+      "log_format",
+      "metrics_address",
+      "kernel_threads",
+      "pool.data_file",
+      "pool.meta_file",
+      "pool.data_size",
+      "pool.meta_size",
+      "pool.block_size",
+      "pool.low_water_mark",
     ]);
   });
   test("the README table has one row per key, with its default", () => {

@@ -5,7 +5,6 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
-import * as http from "node:http";
 import { tmpdir } from "node:os";
 import { createLogger } from "../../src/log.ts";
 import { Observability } from "../../src/metrics/observability.ts";
@@ -16,20 +15,9 @@ import { Store } from "../../src/store/store.ts";
 import { snapshotsClient } from "../kit/client.ts";
 import { FakePool } from "../kit/fakes/fake-pool.ts";
 import { TEST_OPTIONS } from "../kit/fakes/options.ts";
-import { expectSeries, seriesValue } from "../kit/metrics.ts";
+import { expectSeries, scrape as scrapeAt, seriesValue } from "../kit/metrics.ts";
 
-function scrape(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ host: "127.0.0.1", port, path: "/metrics" }, (res) => {
-        let body = "";
-        res.setEncoding("utf8");
-        res.on("data", (c: string) => (body += c));
-        res.on("end", () => resolve(body));
-      })
-      .on("error", reject);
-  });
-}
+const scrape = async (port: number): Promise<string> => (await scrapeAt({ port })).body;
 
 /** The failure's message (bun's rejects.toThrow(regex) hangs on a ConnectError from the http2 client). */
 async function failure(p: Promise<unknown>): Promise<string> {

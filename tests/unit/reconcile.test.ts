@@ -14,6 +14,7 @@ import { Store } from "../../src/store/store.ts";
 import { FakePool } from "../kit/fakes/fake-pool.ts";
 import { TEST_OPTIONS } from "../kit/fakes/options.ts";
 import { crashAfter, storeOf } from "../kit/fakes/crash.ts";
+import { ranBefore } from "../kit/fakes/open.ts";
 
 function problems(store: Store, pool: FakePool): string[] {
   const sv = readStoreView(store);
@@ -27,12 +28,10 @@ async function open(pool: FakePool, store: Store, lines: string[] = []) {
 
 /** A daemon with snapshot "kept" killed inside Prepare("half") right after its device was mapped. */
 async function interruptedCreate(): Promise<{ pool: FakePool; store: Store; half: string }> {
-  const pool = new FakePool();
-  const store = Store.open(":memory:");
-  const sn = await open(pool, store);
-  await sn.prepare("kept", "");
-  const img = await crashAfter(pool, store, "activate", () => sn.prepare("half", ""));
-  sn.remover.stop();
+  const { result: img } = await ranBefore(async ({ sn, pool, store }) => {
+    await sn.prepare("kept", "");
+    return crashAfter(pool, store, "activate", () => sn.prepare("half", ""));
+  });
   const again = storeOf(img);
   const half = again.devicesInState("creating")[0]!.dmName;
   expect(img.pool.mapped.has(half)).toBe(true);
@@ -77,11 +76,9 @@ describe("reconcile repairs per device", () => {
   });
 
   test("a broken activation of one device does not stop the others from being repaired", async () => {
-    const pool = new FakePool();
-    const store = Store.open(":memory:");
-    const first = await open(pool, store);
-    for (const k of ["a", "b"]) await first.prepare(k, "");
-    first.remover.stop();
+    const { pool, store } = await ranBefore(async ({ sn }) => {
+      for (const k of ["a", "b"]) await sn.prepare(k, "");
+    });
     pool.mapped.clear(); // a reboot
     pool.failNext("activate", Errno.EINVAL);
     const sn = await open(pool, store);
@@ -101,11 +98,7 @@ describe("reconcile repairs per device", () => {
   });
 
   test("with the pool's thin ids known (check --repair): a mapped orphan is unmapped, then deleted", async () => {
-    const pool = new FakePool();
-    const store = Store.open(":memory:");
-    const sn = await open(pool, store);
-    await sn.prepare("a", "");
-    sn.remover.stop();
+    const { pool, store } = await ranBefore(async ({ sn }) => void (await sn.prepare("a", "")));
     pool.thins.set(500, { mapped: 0n });
     pool.activate("fakepool-snap-500", 500, 64n << 20n);
     pool.calls = [];

@@ -6,7 +6,7 @@ import { describe, expect, test } from "bun:test";
 import { Store } from "../../src/store/store.ts";
 import { Errno } from "../../src/dm/errors.ts";
 import { FakePool } from "../kit/fakes/fake-pool.ts";
-import { dmNameOf, openOnFakePool as open, prepareMounted } from "../kit/fakes/open.ts";
+import { dmNameOf, openOnFakePool as open, prepareMounted, ranBefore } from "../kit/fakes/open.ts";
 import { crashAfter, storeOf } from "../kit/fakes/crash.ts";
 
 describe("thin ids the pool already had are never deleted", () => {
@@ -33,11 +33,7 @@ describe("thin ids the pool already had are never deleted", () => {
 
 describe("start-up survives busy and broken devices", () => {
   test("an interrupted create whose device is still open is queued, not fatal", async () => {
-    const pool = new FakePool();
-    const store = Store.open(":memory:");
-    const { sn } = await open(pool, store);
-    const img = await crashAfter(pool, store, "activate", () => sn.prepare("p", ""));
-    sn.remover.stop();
+    const { result: img } = await ranBefore(({ sn, pool, store }) => crashAfter(pool, store, "activate", () => sn.prepare("p", "")));
     const name = [...img.pool.mapped.keys()].find((n) => n.includes("snap"))!;
     img.pool.open(name); // a mkfs or mount that outlived the daemon
     const store2 = storeOf(img);
@@ -50,12 +46,10 @@ describe("start-up survives busy and broken devices", () => {
   });
 
   test("a device left suspended is resumed; one without a live table is mapped again", async () => {
-    const pool = new FakePool();
-    const store = Store.open(":memory:");
-    const first = await open(pool, store);
-    await first.sn.prepare("a", "");
-    await first.sn.prepare("b", "");
-    first.sn.remover.stop();
+    const { pool, store } = await ranBefore(async ({ sn }) => {
+      await sn.prepare("a", "");
+      await sn.prepare("b", "");
+    });
     pool.mapped.get(dmNameOf(store, "a"))!.suspended = true;
     pool.mapped.get(dmNameOf(store, "b"))!.liveTable = false;
     const re = await open(pool, store);
@@ -65,12 +59,10 @@ describe("start-up survives busy and broken devices", () => {
   });
 
   test("a pool re-created behind an existing store is refused, every time", async () => {
-    const pool = new FakePool();
-    const store = Store.open(":memory:");
-    const first = await open(pool, store);
-    await first.sn.prepare("x", "");
-    await first.sn.commit("c", "x");
-    first.sn.remover.stop();
+    const { pool, store } = await ranBefore(async ({ sn }) => {
+      await sn.prepare("x", "");
+      await sn.commit("c", "x");
+    });
     (await open(pool, store)).sn.remover.stop();
     const fresh = new FakePool();
     await expect(open(fresh, store)).rejects.toThrow("transaction id");
@@ -161,11 +153,7 @@ describe("power cut: creates in the reserved thin-id window", () => {
    * the pool has the id, the store does not.
    */
   async function forgottenCreate(): Promise<{ pool: FakePool; store: Store; lost: number }> {
-    const pool = new FakePool();
-    const store = Store.open(":memory:");
-    const first = await open(pool, store);
-    await first.sn.prepare("a", "");
-    first.sn.remover.stop();
+    const { pool, store } = await ranBefore(async ({ sn }) => void (await sn.prepare("a", "")));
     const lost = store.peekThinId();
     pool.thins.set(lost, { mapped: 0n });
     return { pool, store, lost };

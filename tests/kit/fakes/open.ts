@@ -31,6 +31,18 @@ export async function openOnFakePool(
   return { sn, pool, store, formatted };
 }
 
+/**
+ * What an earlier daemon left: a fresh fake pool and in-memory store on which
+ * it ran `fn` and stopped (its remover too: nothing of it runs behind the
+ * next open). `fn`'s result is handed on.
+ */
+export async function ranBefore<T = void>(fn: (first: OnFakePool) => Promise<T>): Promise<{ pool: FakePool; store: Store; result: T }> {
+  const first = await openOnFakePool();
+  const result = await fn(first);
+  first.sn.remover.stop();
+  return { pool: first.pool, store: first.store, result };
+}
+
 /** Snapshot `key`'s device row. */
 export const deviceOf = (store: Store, key: string): DeviceRow => store.getDevice(store.getSnapshot(key)!.thinId)!;
 /** The device-mapper name of snapshot `key`'s device. */
