@@ -101,11 +101,22 @@ export function h2Session(socketPath: string): http2.ClientHttp2Session {
  * sends `send` of them (the body stays open unless all were sent). Resolves to
  * the grpc-status the server answered, or "no status" / "reset" / "closed".
  */
+/** Zero-filled bodies and their frames, shared: a flood of hundreds of streams must not cost the client hundreds of copies. */
+const zeroBodies = new Map<number, Uint8Array>();
+const frames = new WeakMap<Uint8Array, Map<number, Uint8Array>>();
+function framed(data: Uint8Array, announced: number): Uint8Array {
+  let byLength = frames.get(data);
+  if (byLength === undefined) frames.set(data, (byLength = new Map()));
+  let f = byLength.get(announced);
+  if (f === undefined) byLength.set(announced, (f = envelope(data, 0, announced)));
+  return f;
+}
+
 export function partialStat(
   session: http2.ClientHttp2Session,
   announced: number,
   send: number,
-  data: Uint8Array = new Uint8Array(send),
+  data: Uint8Array = zeroBodies.get(send) ?? zeroBodies.set(send, new Uint8Array(send)).get(send)!,
 ): Promise<string> {
   return new Promise((resolve) => {
     const req = session.request({ ":method": "POST", ":path": `${SERVICE_PATH}/Stat`, "content-type": "application/grpc", te: "trailers" });
@@ -122,7 +133,7 @@ export function partialStat(
     req.on("data", () => {});
     req.on("error", () => {});
     req.on("close", () => resolve(status ?? (req.rstCode ? "reset" : "closed")));
-    req.write(envelope(data, 0, announced));
+    req.write(framed(data, announced));
     if (send >= announced) req.end();
   });
 }
