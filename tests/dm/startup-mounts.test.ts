@@ -130,7 +130,7 @@ describe.skipIf(!env.available)("start-up and mounts (real daemon, real pool)", 
       await sleeper.exited;
       const again = await start(cfg);
       expect(again.ready).toBe(true);
-      expect(again.linesAt("warn").some((l) => l.includes("unmounted a base mount left by a killed thinsnap"))).toBe(true);
+      expect(again.linesAt("info").some((l) => l.includes("unmounted a base mount left by a killed thinsnap"))).toBe(true);
       expect(mountPoints()).not.toContain(mdir);
       expect(again.reconcileReport()).toMatchObject({ deleted: 1 });
       expect(checkConsistency(tp.dm, cfg.poolName, cfg.rootPath).problems).toEqual([]);
