@@ -36,11 +36,15 @@ Serves containerd's snapshots API on a unix socket. With no config file
 (none given, none at ${DEFAULT_CONFIG_PATH}) it serves on the embedded
 default: a file-backed thin-pool under root_path (sparse files sized from
 the free space there), created on first start and reloaded after a reboot;
-what it chose is printed, to copy into a config. Configure containerd with:
+what it chose is printed, to copy into a config, with the containerd lines
+for the containerd found. The least every containerd needs:
 
   [proxy_plugins.thinsnap]
     type = "snapshot"
     address = "${CONFIG_FLAGS.address?.default ?? ""}"
+
+(containerd 2.x also needs the transfer service's unpack_config entry:
+thinsnap install writes every line; packaging/containerd/ has them as files.)
 
 Flags:
 ${flagHelp(SERVE_FLAGS)}
