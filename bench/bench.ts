@@ -24,7 +24,9 @@ import { notes, phases, profiled, row, rows, rss, targetFaster, targetFloor, tar
 import { childRows, parentless, readRows } from "./sections/basic.ts";
 import { chainRows, concurrency, kernelThreadsRows } from "./sections/chains.ts";
 import { imageRows } from "./sections/image.ts";
+import { growRows } from "./sections/grow.ts";
 import { hostStatRows } from "./sections/host.ts";
+import { metricsRows } from "./sections/metrics.ts";
 import { listBigRows } from "./sections/list-big.ts";
 import { realImage, realImageRows } from "./sections/real-image.ts";
 import { Storms } from "./sections/storm.ts";
@@ -71,7 +73,9 @@ async function main(): Promise<void> {
       await readRows(env, p);
       for (const id of ["stat", "mounts"]) targetWithin(rows.find((r) => r.id === id)!, "ctrd", "ref", 1.5, ["thinsnap via containerd", "devmapper"]);
     }
+    if (want("grow")) await guarded("grow", () => growRows(env, p));
     if (want("hoststat")) hostStatRows();
+    if (want("metrics")) metricsRows();
     if (want("list")) await listRows(env, p);
     if (want("listbig")) await guarded("listbig", () => listBigRows(env, p));
     if (want("list10k")) await list10k();

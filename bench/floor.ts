@@ -47,11 +47,23 @@ export class FloorPool {
     this.dm.message(this.poolName, `create_snap ${this.parent} ${this.base}`);
   }
 
-  /** create_snap + create/load/resume: returns the new (active) id. */
-  prepare(origin: number): number {
+  /** create_snap + create/load/resume (at `sizeBytes`, larger for a grown snapshot): returns the new (active) id. */
+  prepare(origin: number, sizeBytes = this.sizeBytes): number {
     const id = this.nextId++;
     this.dm.message(this.poolName, `create_snap ${id} ${origin}`);
-    this.pool.activate(this.name(id), id, this.sizeBytes);
+    this.pool.activate(this.name(id), id, sizeBytes);
+    return id;
+  }
+
+  /**
+   * A snapshot of an active (mounted) device, as a parent committed while
+   * mounted is: origin suspended around create_snap; its ext4 then needs
+   * journal recovery (not clean). Returns the new (active) id.
+   */
+  prepareFromActive(origin: number, sizeBytes: bigint): number {
+    const id = this.nextId++;
+    this.pool.createSnap(id, origin, this.name(origin));
+    this.pool.activate(this.name(id), id, sizeBytes);
     return id;
   }
 

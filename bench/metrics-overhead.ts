@@ -8,10 +8,13 @@
  * it (metrics interceptor, timed pool and kernel calls, space hook, pool
  * watcher), the socket, Connect, HTTP/2, the snapshotter and SQLite.
  *
- *   bun bench/metrics-overhead.ts [--rounds 10] [--stats 2000] [--prepares 200]
+ *   bun bench/metrics-overhead.ts [--rounds 10] [--stats 2000] [--prepares 200] [--out FILE]
+ *
+ * With --out, the numbers are also written as JSON (MetricsOverhead), which
+ * bench/run passes to the guest's report (bench/sections/metrics.ts).
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { createLogger } from "../src/log.ts";
 import { Observability } from "../src/metrics/observability.ts";
@@ -22,6 +25,23 @@ import { Store } from "../src/store/store.ts";
 import { snapshotsClient } from "../tests/kit/client.ts";
 import { FakePool } from "../tests/kit/fakes/fake-pool.ts";
 import { TEST_OPTIONS } from "../tests/kit/fakes/options.ts";
+import { stats, type Stats } from "./stats.ts";
+
+/** One op's latencies (ms) per mode, with p99 (Stats has p95). */
+export interface OnOff {
+  off: Stats & { p99: number };
+  on: Stats & { p99: number };
+}
+export interface MetricsOverhead {
+  host: { cpu: string; cpus: number; bun: string };
+  rounds: number;
+  ops: { stat: OnOff; prepare: OnOff };
+  /** Requests the "on" daemon's metrics counted (proof that they were live). */
+  counted: { stat: number; prepare: number };
+  /** The metrics' own work, ns: recording one RPC; timing one kernel call. */
+  rpcNs: number;
+  timedNs: number;
+}
 
 function arg(name: string, dflt: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -140,3 +160,20 @@ console.log(`|${w.map((n) => "-".repeat(n + 2)).join("|")}|`);
 for (const r of rows) console.log(line(r));
 console.log(`metrics on counted Stat OK = ${statCount}, Prepare OK = ${prepCount}`);
 console.log(`per request: recording an RPC ${rpcNs.toFixed(0)} ns; timing a kernel call ${timedNs.toFixed(0)} ns`);
+
+const outIdx = process.argv.indexOf("--out");
+if (outIdx > 0) {
+  const onOff = (op: "stat" | "prepare"): OnOff => ({
+    off: { ...stats(off[op]), p99: pct(off[op], 99) },
+    on: { ...stats(on[op]), p99: pct(on[op], 99) },
+  });
+  const result: MetricsOverhead = {
+    host: { cpu: cpus()[0]?.model ?? "?", cpus: cpus().length, bun: Bun.version },
+    rounds: ROUNDS,
+    ops: { stat: onOff("stat"), prepare: onOff("prepare") },
+    counted: { stat: Number(statCount), prepare: Number(prepCount) },
+    rpcNs,
+    timedNs,
+  };
+  writeFileSync(process.argv[outIdx + 1]!, `${JSON.stringify(result, null, 2)}\n`);
+}

@@ -45,6 +45,8 @@ export const N = {
   storm: { pods: 64, reps: n(2, 1) },
   /** List (unfiltered) over this many snapshots per side; the reference only at the first size (see bench/sections/list-big.ts). */
   listBig: { sizes: [100, n(1000, 100)], reps: n(10, 3) },
+  /** Grown Prepare (max-size): Prepares per kind (plain, two sizes), interleaved; breakdown repetitions on the floor's pool. */
+  grow: { prepares: n(10, 3), breakdown: n(3, 2) },
   floor: { parentless: n(40, 3), child: n(60, 3), view: n(40, 3), commit: n(40, 3), usage: n(200, 10), chains: n(3, 1) },
   profile: n(30, 5),
 };

@@ -214,10 +214,10 @@ slowed more than plain computation. **The claim is the ratios within this one ru
 
 Software: ${machine.thinsnap}; ${machine.containerd}; ${machine.runc.split("\n")[0]}; dmsetup ${machine.dmsetup}; Bun ${machine.bun}.
 
-Pools: five file-backed thin-pools of the same geometry (data ${GEOMETRY.dataSize}, metadata ${GEOMETRY.metaSize}, block size ${GEOMETRY.blockSize},
+Pools: six file-backed thin-pools of the same geometry (data ${GEOMETRY.dataSize}, metadata ${GEOMETRY.metaSize}, block size ${GEOMETRY.blockSize},
 skip_block_zeroing, loop devices over sparse files on an ext4 virtio disk), one each for thinsnap direct, thinsnap behind containerd (a second \`thinsnap serve\`:
 containerd's GC removes every snapshot of a snapshotter that its own database does not know, so the two columns cannot share one),
-containerd's devmapper, the floor, and the in-process profile;
+containerd's devmapper, the floor, the in-process profile, and a third \`thinsnap serve\` with kernel_threads = 4 (the kernel_threads rows and the direct storm);
 base_image_size ${GEOMETRY.baseImageSize}, fs_type ${GEOMETRY.fsType}, async_remove = false, discard_blocks = false on both snapshotters.
 
 Columns:
@@ -232,6 +232,8 @@ Columns:
 - **floor**: the bare device-mapper calls the operation needs, back to back through thinsnap's binding (src/dm), nothing else
   (Prepare/View: message create_snap + create/load/resume; Commit: fsync + remove; Remove: remove + message delete; Usage: thin status).
 - **direct/floor**: thinsnap direct ÷ floor.
+- Rows whose label says **on the host** (Stat profile, List over 10,000, metrics on/off) were measured by bench/run on the host itself, without
+  emulation, before the guest booted, and use the direct column for their one value.
 - Cells are "median (p95)"; N per column (direct/ctrd/ref/floor) is in the second column.
 - Snapshots made through containerd carry the containerd.io/gc.root label (else containerd's GC would collect them).
   containerd's Remove only marks the snapshot in its own database; its GC removes it from the snapshotter later. The
