@@ -139,10 +139,10 @@ export class Storms {
     const t0 = this.acc.get("direct");
     const t4 = this.acc.get("thr");
     if (t0 && t4) {
-      row("storm-kt", `Pod storm, ${pods}-way, thinsnap direct: wall time, kernel_threads = 0 (default) | = 4`, "ms", { direct: cell(stats(t0.wall)), ctrd: cell(stats(t4.wall)) }).notes.push(
+      row("storm-kt", `Pod storm, ${pods}-way, thinsnap direct: wall time, kernel_threads = 0 (default) vs 4`, "ms", { direct: cell(stats(t0.wall)), ctrd: cell(stats(t4.wall)) }).notes.push(
         "In this row and the next the 'direct' cell is kernel_threads = 0 and the 'via ctrd' cell kernel_threads = 4 (both direct).",
       );
-      row("storm-kt-p", `Pod storm, ${pods}-way, thinsnap direct: Prepare p50 (p99), kernel_threads = 0 | = 4`, "ms", {
+      row("storm-kt-p", `Pod storm, ${pods}-way, thinsnap direct: Prepare p50 (p99), kernel_threads = 0 vs 4`, "ms", {
         direct: { ...cell(stats(t0.prep)), p95: p99(t0.prep) },
         ctrd: { ...cell(stats(t4.prep)), p95: p99(t4.prep) },
       });

@@ -112,6 +112,8 @@ function header(name: string, mode: number, size: number, type: string, linkname
 /** A ustar archive of the entries, in the given order, owned by root, mtime 0. */
 export function tar(entries: TarEntry[]): Buffer {
   const parts: Buffer[] = [];
+  // A hard link's header carries its target's mode, as tar writes it: unpackers chmod the link (the shared inode) to it.
+  const fileModes = new Map<string, number>();
   for (const e of entries) {
     const path = e.path.replace(/^\/+/, "");
     if (e.type === "dir") {
@@ -121,9 +123,10 @@ export function tar(entries: TarEntry[]): Buffer {
       parts.push(...paxHeader(path, e.target, undefined), header(path, 0o777, 0, "2", e.target));
     } else if (e.type === "hardlink") {
       const target = e.target.replace(/^\/+/, "");
-      parts.push(...paxHeader(path, target, undefined), header(path, 0o644, 0, "1", target));
+      parts.push(...paxHeader(path, target, undefined), header(path, fileModes.get(target) ?? 0o644, 0, "1", target));
     } else {
       const data = typeof e.data === "string" ? Buffer.from(e.data, "utf8") : Buffer.from(e.data.buffer, e.data.byteOffset, e.data.byteLength);
+      fileModes.set(path, e.mode ?? 0o644);
       parts.push(...paxHeader(path, "", e.xattrs), header(path, e.mode ?? 0o644, data.length, "0"), data);
       const pad = (512 - (data.length % 512)) % 512;
       if (pad) parts.push(Buffer.alloc(pad));

@@ -106,3 +106,17 @@ describe("tar writer and verifyTree (extracted by GNU tar)", () => {
     expect(diff).toContain("unexpected extra");
   });
 });
+
+describe("tar: hard links", () => {
+  test("a hard link's header carries its target's mode (unpackers chmod the shared inode to it)", () => {
+    const a = tar([
+      { type: "file", path: "bin/run", data: "#!/bin/sh\n", mode: 0o755 },
+      { type: "hardlink", path: "bin/run.hl", target: "bin/run" },
+    ]);
+    // ustar: 512-byte header, data padded to 512; the mode is octal at offset 100
+    const modeAt = (off: number): number => parseInt(a.subarray(off + 100, off + 107).toString("latin1"), 8);
+    const typeAt = (off: number): string => String.fromCharCode(a[off + 156]!);
+    expect([typeAt(0), modeAt(0)]).toEqual(["0", 0o755]);
+    expect([typeAt(1024), modeAt(1024)]).toEqual(["1", 0o755]);
+  });
+});
