@@ -1,4 +1,5 @@
 /** The results model: rows of cells (median, p95 per side), targets, notes, phase sums, resident memory. */
+import { existsSync, readFileSync } from "node:fs";
 import type { Profile } from "./profile.ts";
 import { fmtRatio } from "./format.ts";
 import type { SideId } from "./plan.ts";
@@ -80,4 +81,17 @@ export function targetMax(r: Row, side: Column, max: number, unitText: string): 
   const v = r.cells[side]?.median;
   if (v === undefined) return;
   r.targets.push({ text: `≤${max} ${unitText}`, pass: v <= max, detail: `${v.toFixed(1)} ${unitText}` });
+}
+
+/**
+ * A result bench/run measured on the host before the guest booted, from the
+ * JSON file named by env var `envVar`; null (and a note saying so) if absent.
+ */
+export function hostResult<T>(envVar: string, what: string): T | null {
+  const file = process.env[envVar];
+  if (!file || !existsSync(file)) {
+    notes.push(`${what} on the host: not measured (bench/run measures it before booting the guest).`);
+    return null;
+  }
+  return JSON.parse(readFileSync(file, "utf8")) as T;
 }

@@ -1,7 +1,6 @@
 /** Rows of the host-side Stat profile (bench/host-stat.ts, run by bench/run before the guest boots). */
-import { existsSync, readFileSync } from "node:fs";
 import type { HostStatResult } from "../host-stat.ts";
-import { notes, row, targetMax } from "../results.ts";
+import { hostResult, row, targetMax } from "../results.ts";
 
 const DESC: Record<keyof HostStatResult["modes"], string> = {
   h2: "bare node:http2, canned reply",
@@ -11,12 +10,8 @@ const DESC: Record<keyof HostStatResult["modes"], string> = {
 };
 
 export function hostStatRows(): void {
-  const file = process.env.BENCH_HOST_STAT;
-  if (!file || !existsSync(file)) {
-    notes.push("Stat on the host: not measured (bench/run measures it before booting the guest).");
-    return;
-  }
-  const h = JSON.parse(readFileSync(file, "utf8")) as HostStatResult;
+  const h = hostResult<HostStatResult>("BENCH_HOST_STAT", "Stat");
+  if (h === null) return;
   const m = h.modes;
   for (const [mode, r] of Object.entries(m) as [keyof typeof m, (typeof m)[keyof typeof m]][]) {
     const lat = row(`host-stat-${mode}`, `Stat on the host, sequential, ${DESC[mode]}: latency`, "ms", {

@@ -1,18 +1,13 @@
 /** Rows of metrics on vs off (bench/metrics-overhead.ts, run on the host by bench/run before the guest boots). */
-import { existsSync, readFileSync } from "node:fs";
 import { fmtMs } from "../format.ts";
 import type { MetricsOverhead, OnOff } from "../metrics-overhead.ts";
-import { notes, row } from "../results.ts";
+import { hostResult, row } from "../results.ts";
 
 const OPS: Record<keyof MetricsOverhead["ops"], string> = { stat: "Stat", prepare: "child Prepare" };
 
 export function metricsRows(): void {
-  const file = process.env.BENCH_METRICS;
-  if (!file || !existsSync(file)) {
-    notes.push("Metrics on/off on the host: not measured (bench/run measures it before booting the guest).");
-    return;
-  }
-  const m = JSON.parse(readFileSync(file, "utf8")) as MetricsOverhead;
+  const m = hostResult<MetricsOverhead>("BENCH_METRICS", "Metrics on/off");
+  if (m === null) return;
   for (const [op, name] of Object.entries(OPS) as [keyof MetricsOverhead["ops"], string][]) {
     const o: OnOff = m.ops[op];
     for (const mode of ["off", "on"] as const) {
