@@ -262,7 +262,8 @@ async function destroy(p: Parsed): Promise<number> {
   const fileBacked = isFileBacked(pool);
   const files = destroyPool(dm, pool, { force: p.flags.force === true, deleteFiles }, log);
   process.stdout.write(`destroyed thin-pool "${name}"${files.length ? ` (files ${deleteFiles ? "deleted" : "kept"}: ${files.join(", ")})` : ""}\n`);
-  process.stdout.write(`${storeAfterDestroy(cfg.rootPath, deleteFiles || !fileBacked, log)}\n`);
+  // Removing a pool on block devices erases nothing: the data stays there, and so does its store.
+  process.stdout.write(`${storeAfterDestroy(cfg.rootPath, deleteFiles && fileBacked, log)}\n`);
   return 0;
 }
 
@@ -279,7 +280,7 @@ function isFileBacked(pool: ThinPool): boolean {
 function storeAfterDestroy(rootPath: string, contentsGone: boolean, log: Logger): string {
   const db = `${rootPath}/metadata.db`;
   if (!existsSync(db)) return `no store at ${db}`;
-  if (!contentsGone) return `store ${db} kept: it describes the kept files (serve reloads both)`;
+  if (!contentsGone) return `store ${db} kept: it describes the data still on the pool's files or devices (serve reloads both)`;
   const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
   let aside = `${db}.destroyed-${stamp}`;
   for (let n = 2; existsSync(aside); n++) aside = `${db}.destroyed-${stamp}-${n}`;

@@ -9,7 +9,7 @@ import { ThinPool } from "../dm/thin-pool.ts";
 import { tryLock } from "../sys/libc.ts";
 import type { Config } from "../config/types.ts";
 import { ensureFilePool } from "../pool/provision.ts";
-import { socketAccepts } from "../rpc/socket.ts";
+import { mayBeServing } from "../rpc/socket.ts";
 import type { Logger } from "../log.ts";
 
 export class CliError extends Error {
@@ -108,8 +108,9 @@ export function lockRoot(rootPath: string, what: string): void {
  * no serve starts meanwhile.
  */
 export async function refuseWhileServing(cfg: Config, what: string): Promise<void> {
-  if (await socketAccepts(cfg.address)) {
+  if (await mayBeServing(cfg.address)) {
     throw new CliError(`thinsnap serve is running on ${cfg.address}: stop it before ${what} (systemctl stop thinsnap)`);
   }
-  if (existsSync(cfg.rootPath)) lockRoot(cfg.rootPath, what);
+  // Always: a serve starting now creates root_path and would take the lock after us.
+  lockRoot(cfg.rootPath, what);
 }

@@ -1,7 +1,7 @@
 /**
  * A resolved configuration written back as thinsnap's TOML (what `serve`
- * chose without a config file, what `pool create` made), and the
- * containerd snippet that points containerd at it.
+ * chose without a config file, what `pool create` made). The containerd
+ * lines that go with it are src/install/snippets.ts's.
  */
 import type { Config, MainValues, PoolConfig } from "./types.ts";
 import { type Entry, MAIN_KEYS, POOL_KEYS } from "./keys.ts";
@@ -18,12 +18,4 @@ export function configToml(cfg: Config): string {
   const lines = MAIN_KEYS.filter((e) => SHOWN.includes(e.field)).map((e) => line(e, main));
   if (pool !== null) lines.push("", `[${POOL_TABLE}]`, ...POOL_KEYS.map((e) => line(e, pool satisfies PoolConfig)));
   return `${lines.join("\n")}\n`;
-}
-
-/**
- * What to add to containerd's config.toml (version 2). A local copy: the
- * installer's src/install/snippets.ts is to replace it (one snippet).
- */
-export function containerdSnippet(address: string): string {
-  return `[proxy_plugins.thinsnap]\n  type = "snapshot"\n  address = ${JSON.stringify(address)}\n`;
 }

@@ -112,6 +112,19 @@ export function socketAccepts(socketPath: string): Promise<boolean> {
   });
 }
 
+/**
+ * True if a daemon may be serving on the socket: for refusing work that must
+ * not run beside one (unsure, e.g. a full backlog, counts as serving).
+ */
+export async function mayBeServing(socketPath: string): Promise<boolean> {
+  if (!existsSync(socketPath)) return false;
+  try {
+    return await answers(socketPath);
+  } catch {
+    return true;
+  }
+}
+
 /** True if something accepts connections on the socket (or might: timeout). */
 function answers(socketPath: string): Promise<boolean> {
   return new Promise((resolve, reject) => {

@@ -13,23 +13,23 @@
  * cut that tears it loses nothing acknowledged. xfs has no such option (the
  * kernel refuses `nobarrier` since 4.19); ext2 has no journal.
  */
-import type { Kind, Labels } from "./types.ts";
+import type { Kind } from "./types.ts";
 
 /**
  * containerd's key for snapshots it unpacks into: "extract-<unique> <chain id>"
- * (snapshots.UnpackKeyFormat), for pull and import alike; through
- * containerd's snapshots service the key arrives as "<namespace>/<id>/<key>".
+ * (snapshots.UnpackKeyFormat), for pull, import and the 2.x transfer service
+ * alike; through containerd's snapshots service the key arrives as
+ * "<namespace>/<id>/<key>". The whole format is matched, the space included:
+ * a container id cannot hold a space, so a container named "extract-…" (whose
+ * fsyncs must reach the disk) is never taken for an unpack.
  */
-export const UNPACK_KEY_PREFIX = "extract-";
-/** The label containerd's pull unpacker puts on a snapshot it unpacks into (the layer's chain id). */
-export const SNAPSHOT_REF_LABEL = "containerd.io/snapshot.ref";
+const UNPACK_KEY = /^extract-\S+ \S+$/;
 
 const NAMESPACED = /^[^/]+\/\d+\//;
 
-/** True if the snapshot is an image layer being unpacked (by its key, else by its labels, read only if needed). */
-export function isUnpack(key: string, labels: () => Labels): boolean {
-  const bare = key.replace(NAMESPACED, "");
-  return bare.startsWith(UNPACK_KEY_PREFIX) || labels()[SNAPSHOT_REF_LABEL] !== undefined;
+/** True if the snapshot is an image layer being unpacked (by its key alone). */
+export function isUnpack(key: string): boolean {
+  return UNPACK_KEY.test(key.replace(NAMESPACED, ""));
 }
 
 /** Options in the order containerd's devmapper snapshotter gives them, then ours. */

@@ -155,7 +155,7 @@ export class ThinSnapshotter implements Snapshotter {
     if (row.kind === "committed") {
       throw failedPrecondition(`snapshot "${key}" is committed: only active and view snapshots have mounts`);
     }
-    return this.mountsOf(row, undefined, row.kind === "active" && isUnpack(key, () => this.store.labels(row.id)));
+    return this.mountsOf(row, undefined, row.kind === "active" && isUnpack(key));
   }
 
   async usage(key: string): Promise<Usage> {
@@ -451,7 +451,7 @@ export class ThinSnapshotter implements Snapshotter {
       if (isErrno(e, Errno.EEXIST) && attempt < 3) return this.create(kind, key, parent, rawLabels, attempt + 1);
       throw this.guard.mapError(e, op);
     }
-    return this.mountsOf({ kind, thinId: dev.thinId }, dev, isUnpack(key, () => rawLabels));
+    return this.mountsOf({ kind, thinId: dev.thinId }, dev, isUnpack(key));
   }
 
   /** What a max-size label may ask for on this pool. */

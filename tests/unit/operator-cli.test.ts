@@ -14,7 +14,8 @@ import { CONFIG_FLAGS } from "../../src/cli/config-flags.ts";
 import { kernelHint } from "../../src/cli/runtime.ts";
 import { ConfigError, type EmbeddedDefault, loadConfig, parseConfig } from "../../src/config/config.ts";
 import { DEFAULT_POOL_NAME, KEYS } from "../../src/config/keys.ts";
-import { configToml, containerdSnippet } from "../../src/config/render.ts";
+import { configToml } from "../../src/config/render.ts";
+import { hostSnippet } from "../../src/install/snippets.ts";
 import { GiB, MiB, TiB } from "../../src/config/units.ts";
 import * as geo from "../../src/pool/geometry.ts";
 import { holdersOf } from "../../src/pool/provision.ts";
@@ -169,7 +170,8 @@ describe("the embedded default (no config file)", () => {
     const cfg = parseConfig('pool_name = "p"\nroot_path = "/r"\n[pool]\ndata_size = "3G"\n', "x");
     const toml = configToml(cfg);
     expect(parseConfig(toml, "printed")).toEqual(cfg);
-    expect(parse(containerdSnippet("/run/x.sock"))).toEqual({ proxy_plugins: { thinsnap: { type: "snapshot", address: "/run/x.sock" } } });
+    const plugin = (parse(hostSnippet({ address: "/run/x.sock", rootPath: "/r" })) as { proxy_plugins: { thinsnap: unknown } }).proxy_plugins.thinsnap;
+    expect(plugin).toEqual({ type: "snapshot", address: "/run/x.sock", exports: { root: "/r" } });
   });
 });
 
