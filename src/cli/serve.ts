@@ -8,6 +8,10 @@ import { formatDevice, unmountStaleBaseMounts } from "../snapshotter/mkfs.ts";
 import { ThinSnapshotter } from "../snapshotter/snapshotter.ts";
 import { Store } from "../store/store.ts";
 import { KernelWorkers } from "../dm/kernel-workers.ts";
+import type { DeviceMapper } from "../dm/device-mapper.ts";
+import { ThinPool } from "../dm/thin-pool.ts";
+import { devPath, loopBackingFile } from "../dm/blockdev.ts";
+import { resolve } from "node:path";
 import { sdNotify } from "../sys/sd-notify.ts";
 import { BUILD_DATE, REVISION, VERSION } from "../version.ts";
 import { CliError, lockRoot, openDeviceMapper, poolFromConfig, requireRoot } from "./runtime.ts";
@@ -51,15 +55,16 @@ ${flagHelp(SERVE_FLAGS)}
 `;
 
 export async function serve(p: Parsed): Promise<number> {
-  const cfg = await configFromFlags(p);
+  const given = await configFromFlags(p);
   const embedded = configFile(p) === null;
-  refuseNoRoom(p, cfg);
-  const log = createLogger(cfg.logLevel, cfg.logFormat);
-  const obs = await Observability.create({ metricsAddress: cfg.metricsAddress, log, limits: cfg });
+  const log = createLogger(given.logLevel, given.logFormat);
   requireRoot("thinsnap serve");
-  lockRoot(cfg.rootPath, "thinsnap serve");
   const t0 = performance.now();
   const dm = openDeviceMapper();
+  const cfg = embedded ? asLoaded(dm, given) : given;
+  refuseNoRoom(p, cfg);
+  const obs = await Observability.create({ metricsAddress: cfg.metricsAddress, log, limits: cfg });
+  lockRoot(cfg.rootPath, "thinsnap serve");
   log.info("starting thinsnap", {
     version: VERSION,
     revision: REVISION,
@@ -132,6 +137,18 @@ export async function serve(p: Parsed): Promise<number> {
   });
 }
 
+/**
+ * Without a config file the embedded default describes a file-backed pool. A
+ * pool of that name already loaded on other devices (`pool create
+ * --data-dev`, LVM) is served as it is: no room check for files it never
+ * needs, and no [pool] table printed that would describe other files.
+ */
+function asLoaded(dm: DeviceMapper, cfg: Config): Config {
+  if (cfg.pool === null || !dm.info(cfg.poolName)) return cfg;
+  const data = loopBackingFile(devPath(new ThinPool(dm, cfg.poolName).table().dataDev));
+  return data !== null && resolve(data) === resolve(cfg.pool.dataFile) ? cfg : { ...cfg, pool: null };
+}
+
 /** What the embedded default chose, as the config file and containerd snippet to keep it. */
 function printEmbedded(cfg: Config, log: Logger): void {
   const toml = configToml(cfg);
@@ -140,9 +157,12 @@ function printEmbedded(cfg: Config, log: Logger): void {
     log.info("no config file: serving on the embedded default", { config_file: DEFAULT_CONFIG_PATH, config: toml, containerd: snippet });
     return;
   }
+  const what =
+    cfg.pool === null
+      ? `the embedded default's settings and the thin-pool "${cfg.poolName}" already loaded (not on the default's files, so none are made)`
+      : `the embedded default, a file-backed thin-pool (sparse files; a real pool on block devices is the production set-up)`;
   process.stderr.write(
-    `thinsnap: no config file (${DEFAULT_CONFIG_PATH}): serving on the embedded default, a file-backed thin-pool ` +
-      `(sparse files; a real pool on block devices is the production set-up).\n` +
+    `thinsnap: no config file (${DEFAULT_CONFIG_PATH}): serving on ${what}.\n` +
       `To keep these settings, save this as ${DEFAULT_CONFIG_PATH}:\n\n${toml}\n` +
       `containerd: the lines for the containerd found here (\`thinsnap install\` writes them):\n\n${snippet}`,
   );

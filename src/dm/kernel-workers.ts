@@ -73,6 +73,15 @@ function workerEntry(): string | null {
   return null;
 }
 
+/**
+ * The process's umask, read before any thread exists. libdevmapper (each
+ * thread's own copy, and the main thread's) makes /dev/mapper nodes between
+ * umask(0) and umask(old) when udev does not; two threads interleaving that
+ * pair can leave the process at umask 0, and every file made afterwards
+ * world-writable. It is put back whenever no thread is inside a call.
+ */
+const PROCESS_UMASK = process.umask();
+
 export class KernelWorkers {
   private readonly slots: Slot[] = [];
   private readonly devices = new KeyedLock();
@@ -233,6 +242,7 @@ export class KernelWorkers {
     if (r.type === "done") p.resolve();
     else if ("dm" in r) p.reject(reviveDmError(r.dm));
     else p.reject(Object.assign(new Error(r.error.message), { name: r.error.name, code: r.error.code }));
+    if (this.slots.every((s) => s.inFlight.size === 0)) process.umask(PROCESS_UMASK);
     if (slot.inFlight.size === 0 && !this.closed) {
       slot.worker?.unref();
       slot.idle = setTimeout(() => this.stop(slot, new Error("kernel worker stopped"), false), this.opts.idleMs ?? DEFAULT_IDLE_MS);

@@ -259,4 +259,36 @@ describe.skipIf(SKIP !== null)("the operator's path", () => {
     },
     900_000,
   );
+  test(
+    "zero-config serve of a pool already loaded on other devices: no files made, no [pool] printed",
+    async () => {
+      const dir = `${WORK}/op3`;
+      mkdirSync(dir, { recursive: true });
+      const loop = (file: string, size: string): string => {
+        expect(spawnSync("truncate", ["-s", size, file]).status).toBe(0);
+        const r = spawnSync("losetup", ["-f", "--show", file], { encoding: "utf8" });
+        expect(r.status).toBe(0);
+        return r.stdout.trim();
+      };
+      const [data, meta] = [loop(`${dir}/data`, "1G"), loop(`${dir}/meta`, "64M")];
+      try {
+        expect(existsSync("/etc/thinsnap/config.toml")).toBe(false);
+        await ok(["pool", "create", "--data-dev", data, "--meta-dev", meta]); // pool_name of the embedded default
+        const serve = new Serve([]);
+        serves.push(serve);
+        await serve.ready("/run/thinsnap/thinsnap.sock");
+        expect(serve.out).toContain('serving on the embedded default\'s settings and the thin-pool "thinsnap-pool" already loaded');
+        const printed = serve.out.slice(serve.out.indexOf("save this as /etc/thinsnap/config.toml:") + 40, serve.out.indexOf("containerd: the lines for"));
+        expect(parseConfig(printed, "printed").pool).toBeNull();
+        expect(existsSync(`${ROOT}/pool/data`)).toBe(false);
+        await snapshotsClient("/run/thinsnap/thinsnap.sock").prepare({ key: "on-devices", parent: "" });
+        expect(await serve.stop()).toBe(0);
+        await ok(["pool", "destroy", "--force"]);
+      } finally {
+        spawnSync("losetup", ["-d", data]);
+        spawnSync("losetup", ["-d", meta]);
+      }
+    },
+    600_000,
+  );
 });
