@@ -27,6 +27,7 @@ import { failedPrecondition } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { PoolConfig } from "../config/types.ts";
 import { formatSize } from "../config/units.ts";
+import { MOUNTINFO, parseMountinfo } from "../sys/mountinfo.ts";
 import { blockSectors, defaultLowWaterMark, META_BLOCK_SIZE } from "./geometry.ts";
 import { thinDevicesOfPool } from "../dm/pool-contents.ts";
 
@@ -140,17 +141,14 @@ export function createDevicePool(dm: DeviceMapper, name: string, s: DevicePoolSp
   return new ThinPool(dm, name);
 }
 
-
 /** What holds a device open: its mount points, else its holders in sysfs, else the open count. */
-export function holdersOf(major: number, minor: number, openCount: number, mountinfo = "/proc/self/mountinfo"): string[] {
+export function holdersOf(major: number, minor: number, openCount: number, mountinfo = MOUNTINFO): string[] {
   const mm = `${major}:${minor}`;
   let mounts: string[] = [];
   try {
-    mounts = readFileSync(mountinfo, "utf8")
-      .split("\n")
-      .map((l) => l.split(" "))
-      .filter((f) => f[2] === mm)
-      .map((f) => `mounted on ${(f[4] ?? "?").replace(/\\040/g, " ")}`);
+    mounts = parseMountinfo(readFileSync(mountinfo, "utf8"))
+      .filter((m) => m.device === mm)
+      .map((m) => `mounted on ${m.point}`);
   } catch {
     // no mountinfo: the open count still tells
   }

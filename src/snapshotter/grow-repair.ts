@@ -5,9 +5,10 @@
  * is still 'creating', and reconcile rolls it back like any unfinished create.
  */
 import type { Logger } from "../log.ts";
+import { MOUNTINFO } from "../sys/mountinfo.ts";
 import { growMountDir } from "./grow.ts";
 import { poolDevice, unmountLeftovers } from "./temp-mount.ts";
 
-export function unmountInterruptedGrows(rootPath: string, poolName: string, log: Logger, mountinfo = "/proc/self/mountinfo"): number {
+export function unmountInterruptedGrows(rootPath: string, poolName: string, log: Logger, mountinfo = MOUNTINFO): number {
   return unmountLeftovers(growMountDir(rootPath), poolDevice(poolName, "snap"), log, "the mount of an interrupted grow", mountinfo).length;
 }

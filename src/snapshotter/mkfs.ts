@@ -6,6 +6,7 @@
 import { existsSync, rmdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Logger } from "../log.ts";
+import { MOUNTINFO } from "../sys/mountinfo.ts";
 import { killPoint } from "./kill-points.ts";
 import { mountsIn, poolDevice, privateDir, unmountLeftovers, withMount } from "./temp-mount.ts";
 
@@ -72,6 +73,6 @@ export function staleBaseMounts(mountinfo: string, dir: string, poolName: string
  * device busy. A failure is logged, not fatal: the device then stays busy,
  * and start-up queues it for the background remover. Returns what was unmounted.
  */
-export function unmountStaleBaseMounts(rootPath: string, poolName: string, log: Logger, mountinfo = "/proc/self/mountinfo"): string[] {
+export function unmountStaleBaseMounts(rootPath: string, poolName: string, log: Logger, mountinfo = MOUNTINFO): string[] {
   return unmountLeftovers(baseMountDir(rootPath), poolDevice(poolName, "base"), log, "a base mount", mountinfo);
 }

@@ -12,6 +12,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSy
 import { join } from "node:path";
 import type { Logger } from "../log.ts";
 import { mount, umount } from "../sys/libc.ts";
+import { MOUNTINFO, parseMountinfo } from "../sys/mountinfo.ts";
 
 /** Makes `dir` (and its parents) and ensures it is 0700. */
 export function privateDir(dir: string): string {
@@ -53,26 +54,15 @@ export async function withPrivateMount<T>(
 }
 
 /** "\040" and the like in /proc/self/mountinfo paths. */
-function unescapeMountPath(p: string): string {
-  return p.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-}
-
 /**
  * Mount points in `mountinfo` that are `dir` itself or directly inside it,
  * whose source `ours` accepts. Nothing else is ours to unmount.
  */
 export function mountsIn(mountinfo: string, dir: string, ours: (source: string) => boolean): string[] {
-  const out: string[] = [];
-  for (const line of mountinfo.split("\n")) {
-    // id parent major:minor root mount-point options [optional...] - fstype source super-options
-    const f = line.split(" ");
-    const sep = f.indexOf("-", 6);
-    if (sep < 0 || f.length < sep + 3) continue;
-    const point = unescapeMountPath(f[4]!);
-    const inside = point === dir || (point.startsWith(`${dir}/`) && !point.slice(dir.length + 1).includes("/"));
-    if (inside && ours(unescapeMountPath(f[sep + 2]!))) out.push(point);
-  }
-  return out;
+  const inside = (point: string): boolean => point === dir || (point.startsWith(`${dir}/`) && !point.slice(dir.length + 1).includes("/"));
+  return parseMountinfo(mountinfo)
+    .filter((m) => inside(m.point) && ours(m.source))
+    .map((m) => m.point);
 }
 
 /** Unmounts what mountsIn finds (removing directories made inside `dir`); returns what was unmounted. */
@@ -81,7 +71,7 @@ export function unmountLeftovers(
   ours: (source: string) => boolean,
   log: Logger,
   what: string,
-  mountinfo = "/proc/self/mountinfo",
+  mountinfo = MOUNTINFO,
 ): string[] {
   if (!existsSync(dir)) return [];
   const real = realpathSync(dir);
