@@ -7,11 +7,10 @@ import { hostSnippet } from "../install/snippets.ts";
 import { formatSize } from "../config/units.ts";
 import type { DeviceMapper } from "../dm/device-mapper.ts";
 import type { ThinPool } from "../dm/thin-pool.ts";
-import { devPath } from "../dm/blockdev.ts";
 import { poolFigures } from "../metrics/pool-watch.ts";
 import type { SpaceLimits } from "../snapshotter/space.ts";
 import * as geo from "../pool/geometry.ts";
-import { createDevicePool, createFilePool, destroyPool } from "../pool/provision.ts";
+import { createDevicePool, createFilePool, destroyPool, poolLoops } from "../pool/provision.ts";
 import { thinDevicesOfPool } from "../dm/pool-contents.ts";
 import { Store } from "../store/store.ts";
 import { didYouMean, flagHelp, type FlagSpec, type Parsed, str, UsageError } from "./args.ts";
@@ -259,17 +258,12 @@ async function destroy(p: Parsed): Promise<number> {
   const deleteFiles = p.flags["delete-files"] === true;
   const log = createLogger(cfg.logLevel, cfg.logFormat);
   const pool = openPool(dm, name);
-  const fileBacked = isFileBacked(pool);
+  const fileBacked = poolLoops(pool).length === 2;
   const files = destroyPool(dm, pool, { force: p.flags.force === true, deleteFiles }, log);
   process.stdout.write(`destroyed thin-pool "${name}"${files.length ? ` (files ${deleteFiles ? "deleted" : "kept"}: ${files.join(", ")})` : ""}\n`);
   // Removing a pool on block devices erases nothing: the data stays there, and so does its store.
   process.stdout.write(`${storeAfterDestroy(cfg.rootPath, deleteFiles && fileBacked, log)}\n`);
   return 0;
-}
-
-function isFileBacked(pool: ThinPool): boolean {
-  const t = pool.table();
-  return [t.metadataDev, t.dataDev].every((d) => /^\/dev\/loop\d+$/.test(devPath(d)));
 }
 
 /**

@@ -141,6 +141,12 @@ export function createDevicePool(dm: DeviceMapper, name: string, s: DevicePoolSp
   return new ThinPool(dm, name);
 }
 
+/** The loop devices under a pool's metadata and data (both: a file-backed pool). */
+export function poolLoops(pool: ThinPool): string[] {
+  const t = pool.table();
+  return [t.metadataDev, t.dataDev].map(devPath).filter((d) => /^\/dev\/loop\d+$/.test(d));
+}
+
 /** What holds a device open: its mount points, else its holders in sysfs, else the open count. */
 export function holdersOf(major: number, minor: number, openCount: number, mountinfo = MOUNTINFO): string[] {
   const mm = `${major}:${minor}`;
@@ -180,8 +186,7 @@ export function busyThinDevices(dm: DeviceMapper, poolName: string): string[] {
  * Answers the backing files.
  */
 export function destroyPool(dm: DeviceMapper, pool: ThinPool, opts: { force: boolean; deleteFiles: boolean }, log: Logger): string[] {
-  const t = pool.table();
-  const loops = [t.metadataDev, t.dataDev].map(devPath).filter((d) => /^\/dev\/loop\d+$/.test(d));
+  const loops = poolLoops(pool);
   if (loops.length !== 2 && !opts.force) {
     throw failedPrecondition(`pool "${pool.name}" is not file-backed (loop devices); use --force to remove it anyway`);
   }
